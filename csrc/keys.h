@@ -1,0 +1,58 @@
+/* Canonical, process-independent 128-bit hashing of Python values and of
+ * callees: the "argument hash" and "name" halves of a cache key. */
+#ifndef DEVSTASH_KEYS_H
+#define DEVSTASH_KEYS_H
+
+#include "util.h"
+
+typedef struct ds_hasher ds_hasher;
+
+/* Allocates a hasher (reusable: keys_reset before each key). NULL + MemoryError. */
+ds_hasher *keys_new(void);
+void keys_free(ds_hasher *h);
+
+/* Starts a new key. `unhashable` collects the qualified type names of values
+ * that could not be hashed and were keyed by type only; it is cleared here. */
+void keys_reset(ds_hasher *h);
+
+/* Feeds raw bytes (a tag or a name) into the key. */
+void keys_update_bytes(ds_hasher *h, const void *data, size_t len);
+
+/* Feeds one value, canonically: equal values give equal input whatever the
+ * process, hash seed or dict/set iteration order, and values of different
+ * types (1, 1.0, True, "1") never give the same input. Returns 0, or -1 with
+ * an exception set when the value must not be cached at all (a cycle, too
+ * deep a nesting): the caller then computes without caching. */
+int keys_update_object(ds_hasher *h, PyObject *obj);
+
+/* Feeds a call's positional and keyword arguments (vectorcall layout). */
+int keys_update_args(ds_hasher *h, PyObject *const *args, Py_ssize_t nargs,
+                     PyObject *kwnames);
+
+/* Feeds a callee's identity: module and qualified name; for a bound method
+ * also its receiver (hashed where possible, its type otherwise). When
+ * `with_code` is set and the function is the user's own (see
+ * keys_set_library_prefixes), its code too. */
+int keys_update_callee(ds_hasher *h, PyObject *callee, int with_code);
+
+/* Writes the 16-byte digest of everything fed since keys_reset. */
+void keys_digest(ds_hasher *h, unsigned char out[DS_DIGEST_SIZE]);
+
+/* Type names substituted since keys_reset: a borrowed list, or NULL if none. */
+PyObject *keys_unhashable(ds_hasher *h);
+
+/* Folders whose code is not the user's own (stdlib, site-packages): a tuple
+ * of str. Functions defined under them are keyed by name only. */
+int keys_set_library_prefixes(PyObject *prefixes);
+
+/* _core.hash_value(obj) -> bytes(16): digest of one value (tests, CLI). */
+PyObject *keys_py_hash_value(PyObject *module, PyObject *obj);
+/* _core.hash_call(callee, *args, **kwargs) -> bytes(16). */
+PyObject *keys_py_hash_call(PyObject *module, PyObject *const *args,
+                            Py_ssize_t nargsf, PyObject *kwnames);
+/* _core.set_library_prefixes(tuple_of_str) -> None. */
+PyObject *keys_py_set_library_prefixes(PyObject *module, PyObject *prefixes);
+
+int keys_module_init(PyObject *module);
+
+#endif /* DEVSTASH_KEYS_H */

@@ -1,0 +1,31 @@
+/* Marker options: "ttl=1h30m", "refresh", "nocode". Strict: anything else
+ * is an error; nothing is ever evaluated. */
+#ifndef DEVSTASH_OPTIONS_H
+#define DEVSTASH_OPTIONS_H
+
+#include "util.h"
+
+#define DS_OPT_REFRESH 0x1   /* recompute and replace on every run */
+#define DS_OPT_NOCODE  0x2   /* leave the callee's code out of the key */
+
+typedef struct {
+    double ttl;    /* seconds; 0 means no expiry */
+    int flags;     /* DS_OPT_* */
+} ds_options;
+
+/* Parses the option text text[0..len) (UTF-8). On success returns 0.
+ * On error returns -1 and writes a one-sentence reason (no location) into
+ * err, which says what was wrong and what is allowed. Sets no exception. */
+int options_parse(const char *text, Py_ssize_t len, ds_options *out,
+                  char *err, size_t errlen);
+
+/* Parses a duration such as "30m" or "1h30m" into seconds; same contract. */
+int options_parse_duration(const char *text, Py_ssize_t len, double *seconds,
+                           char *err, size_t errlen);
+
+/* _core.parse_options(text: str) -> dict; raises ValueError(reason). */
+PyObject *options_py_parse(PyObject *module, PyObject *text);
+/* _core.parse_duration(text: str) -> float; raises ValueError(reason). */
+PyObject *options_py_parse_duration(PyObject *module, PyObject *text);
+
+#endif /* DEVSTASH_OPTIONS_H */

@@ -1,0 +1,24 @@
+/* The rewriter: parses a source, finds its markers (scanner.c), parses their
+ * options (options.c) and replaces each marked statement's value with a call
+ * into the module's runtime object (runtime.c), keeping every location. */
+#ifndef DEVSTASH_REWRITE_H
+#define DEVSTASH_REWRITE_H
+
+#include "util.h"
+
+/* Name of the global that holds the runtime object in rewritten modules.
+ * '@' cannot start a Python identifier, so it never collides with user
+ * names and is never mangled inside classes. */
+#define DS_RUNTIME_NAME "@devstash"
+
+/* _core.rewrite(source: bytes, filename: str, resume_line: int = 0)
+ *     -> (code, sites)
+ * resume_line > 0: the script already ran up to the activate() call on that
+ * line; the code holds the statements after it (and re-defines the marked
+ * functions and classes defined before it). Raises MarkerError. */
+PyObject *rewrite_py_rewrite(PyObject *module, PyObject *const *args,
+                             Py_ssize_t nargs, PyObject *kwnames);
+
+int rewrite_module_init(PyObject *module);
+
+#endif /* DEVSTASH_REWRITE_H */

@@ -1,0 +1,37 @@
+/* Marker scanner: finds comment tokens in Python source by Python's lexical
+ * rules (strings of every form, f-strings with nested quotes, continuations),
+ * without building tokens. */
+#ifndef DEVSTASH_SCANNER_H
+#define DEVSTASH_SCANNER_H
+
+#include "util.h"
+
+typedef struct {
+    Py_ssize_t line;        /* 1-based physical line, as tokenize counts them */
+    Py_ssize_t col;         /* 0-based column in characters (code points), as tokenize */
+    Py_ssize_t start;       /* byte offset of the '#' */
+    Py_ssize_t end;         /* byte offset just past the comment (before the newline) */
+    int own_line;           /* 1 if only white space precedes the '#' on its line */
+} ds_comment;
+
+/* Calls `cb` for each comment token of `src`, in order. Stops and returns -1
+ * when `cb` does; returns 0 otherwise. Never reads outside src[0..len).
+ * Source that Python would reject is scanned on a best-effort basis. */
+typedef int (*ds_comment_cb)(void *ctx, const ds_comment *c);
+int scanner_comments(const char *src, Py_ssize_t len, ds_comment_cb cb, void *ctx);
+
+/* If the comment text src[c->start..c->end) is a devstash marker
+ * ("#", optional spaces, "@devstash", then end or white space), returns 1 and
+ * sets the byte range of the option text (trimmed); returns 0 otherwise. */
+int scanner_is_marker(const char *src, const ds_comment *c,
+                      Py_ssize_t *opt_start, Py_ssize_t *opt_end);
+
+/* 1 if the bytes "@devstash" occur anywhere in src: the cheap pre-check. */
+int scanner_may_have_marker(const char *src, Py_ssize_t len);
+
+/* Python-level functions, registered in module.c. */
+PyObject *scanner_py_comments(PyObject *module, PyObject *source);
+PyObject *scanner_py_markers(PyObject *module, PyObject *source);
+PyObject *scanner_py_has_marker(PyObject *module, PyObject *source);
+
+#endif /* DEVSTASH_SCANNER_H */
