@@ -22,7 +22,7 @@ static PyMethodDef core_methods[] = {
      "parse_options(text: str) -> dict: parse a marker's options; ValueError on bad input."},
     {"parse_duration", options_py_parse_duration, METH_O,
      "parse_duration(text: str) -> float: seconds in '1h30m'; ValueError on bad input."},
-    {"rewrite", (PyCFunction)(void (*)(void))rewrite_py_rewrite, METH_FASTCALL | METH_KEYWORDS,
+    {"rewrite", (PyCFunction)(void (*)(void))rewrite_py_rewrite, METH_VARARGS | METH_KEYWORDS,
      "rewrite(source: bytes, filename: str, resume_line: int = 0) -> tuple[code, tuple]"},
     {"hash_value", keys_py_hash_value, METH_O,
      "hash_value(obj) -> bytes: canonical 16-byte digest of a value."},

@@ -1,4 +1,1083 @@
-/* STUB */
+/* The rewriter: source + markers -> code object whose marked statements call
+ * the module's runtime object instead of computing their value directly.
+ *
+ * The tree comes from CPython's own parser (PyCF_ONLY_AST) and goes back to
+ * the compiler, so the rewritten module keeps every line number and column of
+ * the user's code: tracebacks point at the user's lines. Markers are
+ * comments, which the tree does not hold, so they come from scanner.c.
+ *
+ * Each marked statement's value expression E becomes one of:
+ *   @devstash.call(SITE, F, *A, **K)       E is F(*A, **K)
+ *   @devstash.chain(SITE, F, STEPS)        E is F(..).attr(..)[i]...: STEPS
+ *                                          holds every call's arguments, so
+ *                                          on a hit none of the chain runs
+ *   @devstash.expr(SITE, lambda: E, lambda: (n1, n2, ...))
+ *                                          any other expression, keyed by the
+ *                                          values of the names it reads
+ *   await @devstash.acall(...) / achain(...)   for `await E`
+ * SITE indexes the `sites` tuple returned beside the code: one tuple
+ * (line, column, ttl, flags, kind, label) per marker. */
 #include "rewrite.h"
-PyObject *rewrite_py_rewrite(PyObject *m, PyObject *const *a, Py_ssize_t n, PyObject *kw) { DS_UNUSED(m); DS_UNUSED(a); DS_UNUSED(n); DS_UNUSED(kw); PyErr_SetString(PyExc_NotImplementedError, "stub"); return NULL; }
-int rewrite_module_init(PyObject *m) { DS_UNUSED(m); return 0; }
+#include "options.h"
+#include "scanner.h"
+
+/* ---- the _ast types we look at ------------------------------------------ */
+
+static struct {
+    PyObject *Assign, *AnnAssign, *AugAssign, *Expr, *Return;
+    PyObject *FunctionDef, *AsyncFunctionDef, *ClassDef;
+    PyObject *If, *With, *AsyncWith, *Try, *TryStar;
+    PyObject *ImportFrom;
+    PyObject *Call, *Attribute, *Subscript, *Slice, *Await, *Starred;
+    PyObject *Name, *Constant, *Tuple, *Dict, *Lambda, *arguments;
+    PyObject *Load, *Store, *keyword, *comprehension;
+    PyObject *Yield, *YieldFrom, *NamedExpr;
+    PyObject *Module, *AST;
+    PyObject *compile;          /* builtins.compile */
+    PyObject *empty_tuple;
+} T;
+
+int
+rewrite_module_init(PyObject *module)
+{
+    DS_UNUSED(module);
+    if (T.AST != NULL)
+        return 0;
+    PyObject *ast = PyImport_ImportModule("_ast");
+    if (ast == NULL)
+        return -1;
+    int rc = -1;
+#define LOAD(name) if ((T.name = PyObject_GetAttrString(ast, #name)) == NULL) goto done;
+    LOAD(Assign) LOAD(AnnAssign) LOAD(AugAssign) LOAD(Expr) LOAD(Return)
+    LOAD(FunctionDef) LOAD(AsyncFunctionDef) LOAD(ClassDef)
+    LOAD(If) LOAD(With) LOAD(AsyncWith) LOAD(Try)
+    LOAD(ImportFrom)
+    LOAD(Call) LOAD(Attribute) LOAD(Subscript) LOAD(Slice) LOAD(Await) LOAD(Starred)
+    LOAD(Name) LOAD(Constant) LOAD(Tuple) LOAD(Dict) LOAD(Lambda) LOAD(arguments)
+    LOAD(Load) LOAD(Store) LOAD(keyword) LOAD(comprehension)
+    LOAD(Yield) LOAD(YieldFrom) LOAD(NamedExpr)
+    LOAD(Module) LOAD(AST)
+#undef LOAD
+    /* TryStar exists from 3.11 on. */
+    T.TryStar = PyObject_GetAttrString(ast, "TryStar");
+    if (T.TryStar == NULL) {
+        PyErr_Clear();
+        T.TryStar = Py_NewRef(Py_None);
+    }
+    T.compile = PyDict_GetItemString(PyEval_GetBuiltins(), "compile");
+    if (T.compile == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "builtins.compile is missing");
+        goto done;
+    }
+    Py_INCREF(T.compile);
+    if ((T.empty_tuple = PyTuple_New(0)) == NULL)
+        goto done;
+    rc = 0;
+done:
+    Py_DECREF(ast);
+    return rc;
+}
+
+static int
+is_a(PyObject *node, PyObject *type)
+{
+    return type != Py_None && Py_IS_TYPE(node, (PyTypeObject *)type);
+}
+
+/* ---- small node helpers ------------------------------------------------- */
+
+static long
+node_int(PyObject *node, const char *attr)
+{
+    PyObject *v = PyObject_GetAttrString(node, attr);
+    if (v == NULL)
+        return -1;
+    long n = v == Py_None ? 0 : PyLong_AsLong(v);
+    Py_DECREF(v);
+    return n;
+}
+
+static int
+copy_location(PyObject *dst, PyObject *src)
+{
+    static const char *const attrs[] = {"lineno", "col_offset", "end_lineno", "end_col_offset"};
+    for (size_t i = 0; i < sizeof attrs / sizeof attrs[0]; i++) {
+        PyObject *v = PyObject_GetAttrString(src, attrs[i]);
+        if (v == NULL)
+            return -1;
+        int rc = PyObject_SetAttrString(dst, attrs[i], v);
+        Py_DECREF(v);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* New node of `type` located at `loc`, fields given as NULL-terminated
+ * (name, value) pairs; the values are borrowed. */
+static PyObject *
+node_new(PyObject *type, PyObject *loc, ...)
+{
+    PyObject *node = PyObject_Call(type, T.empty_tuple, NULL);
+    if (node == NULL)
+        return NULL;
+    va_list ap;
+    va_start(ap, loc);
+    const char *name;
+    while ((name = va_arg(ap, const char *)) != NULL) {
+        PyObject *value = va_arg(ap, PyObject *);
+        if (value == NULL || PyObject_SetAttrString(node, name, value) < 0) {
+            va_end(ap);
+            Py_DECREF(node);
+            return NULL;
+        }
+    }
+    va_end(ap);
+    if (loc != NULL && copy_location(node, loc) < 0) {
+        Py_DECREF(node);
+        return NULL;
+    }
+    return node;
+}
+
+static PyObject *
+load_ctx(void)
+{
+    return PyObject_Call(T.Load, T.empty_tuple, NULL);
+}
+
+static PyObject *
+make_constant(PyObject *value, PyObject *loc)
+{
+    return node_new(T.Constant, loc, "value", value, "kind", Py_None, NULL);
+}
+
+/* @devstash.<method> as an expression located at loc. */
+static PyObject *
+runtime_method(const char *method, PyObject *loc)
+{
+    PyObject *ctx = load_ctx(), *id = NULL, *name = NULL, *attr = NULL, *result = NULL;
+    if (ctx == NULL)
+        return NULL;
+    if ((id = PyUnicode_FromString(DS_RUNTIME_NAME)) == NULL)
+        goto done;
+    if ((name = node_new(T.Name, loc, "id", id, "ctx", ctx, NULL)) == NULL)
+        goto done;
+    if ((attr = PyUnicode_FromString(method)) == NULL)
+        goto done;
+    result = node_new(T.Attribute, loc, "value", name, "attr", attr, "ctx", ctx, NULL);
+done:
+    Py_XDECREF(ctx);
+    Py_XDECREF(id);
+    Py_XDECREF(name);
+    Py_XDECREF(attr);
+    return result;
+}
+
+/* Call(func=@devstash.<method>, args=[SITE, *rest], keywords=keywords). */
+static PyObject *
+runtime_call(const char *method, long site, PyObject *rest, PyObject *keywords, PyObject *loc)
+{
+    PyObject *func = NULL, *site_obj = NULL, *site_node = NULL, *args = NULL, *result = NULL;
+    if ((func = runtime_method(method, loc)) == NULL)
+        goto done;
+    if ((site_obj = PyLong_FromLong(site)) == NULL)
+        goto done;
+    if ((site_node = make_constant(site_obj, loc)) == NULL)
+        goto done;
+    if ((args = PyList_New(0)) == NULL || PyList_Append(args, site_node) < 0)
+        goto done;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rest); i++)
+        if (PyList_Append(args, PyList_GET_ITEM(rest, i)) < 0)
+            goto done;
+    result = node_new(T.Call, loc, "func", func, "args", args, "keywords", keywords, NULL);
+done:
+    Py_XDECREF(func);
+    Py_XDECREF(site_obj);
+    Py_XDECREF(site_node);
+    Py_XDECREF(args);
+    return result;
+}
+
+/* ---- markers -------------------------------------------------------------- */
+
+typedef struct {
+    Py_ssize_t line, col;          /* col: 0-based, characters */
+    Py_ssize_t start, end;         /* the comment's bytes */
+    Py_ssize_t opt_start, opt_end; /* its option text */
+    int own_line;
+    ds_options options;
+    PyObject *target;              /* borrowed: the statement it applies to */
+} marker;
+
+typedef struct {
+    marker *items;
+    Py_ssize_t n, cap;
+    const char *src;
+} marker_list;
+
+static int
+collect_marker(void *ctx, const ds_comment *c)
+{
+    marker_list *list = ctx;
+    Py_ssize_t os, oe;
+    if (!scanner_is_marker(list->src, c, &os, &oe))
+        return 0;
+    if (list->n == list->cap) {
+        Py_ssize_t cap = list->cap ? list->cap * 2 : 8;
+        marker *items = PyMem_Realloc(list->items, (size_t)cap * sizeof *items);
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        list->items = items;
+        list->cap = cap;
+    }
+    list->items[list->n++] = (marker){
+        .line = c->line, .col = c->col, .start = c->start, .end = c->end,
+        .opt_start = os, .opt_end = oe, .own_line = c->own_line,
+    };
+    return 0;
+}
+
+/* The physical line `line` (1-based) of src, as str, without its newline. */
+static PyObject *
+source_line(const char *src, Py_ssize_t len, Py_ssize_t line)
+{
+    Py_ssize_t start = 0;
+    for (Py_ssize_t l = 1; l < line && start < len; start++) {
+        if (src[start] == '\n' || (src[start] == '\r' && (start + 1 >= len || src[start + 1] != '\n')))
+            l++;
+    }
+    Py_ssize_t end = start;
+    while (end < len && src[end] != '\n' && src[end] != '\r')
+        end++;
+    return PyUnicode_DecodeUTF8(src + start, end - start, "replace");
+}
+
+/* Raises MarkerError at marker m: "<what>; <quoted marker>". */
+static void
+marker_error(PyObject *filename, const char *src, Py_ssize_t len, const marker *m,
+             const char *what)
+{
+    PyObject *text = source_line(src, len, m->line);
+    PyObject *quoted = PyUnicode_DecodeUTF8(src + m->start, m->end - m->start, "replace");
+    if (text != NULL && quoted != NULL) {
+        PyObject *msg = PyUnicode_FromFormat("%s (marker '%U')", what, quoted);
+        if (msg != NULL) {
+            PyObject *exc = PyObject_CallFunction(
+                ds_MarkerError, "O(OnnOnn)", msg, filename, m->line, m->col + 1, text,
+                m->line, m->col + 1 + PyUnicode_GET_LENGTH(quoted));
+            if (exc != NULL) {
+                PyErr_SetObject(ds_MarkerError, exc);
+                Py_DECREF(exc);
+            }
+            Py_DECREF(msg);
+        }
+    }
+    Py_XDECREF(text);
+    Py_XDECREF(quoted);
+}
+
+/* ---- statements ----------------------------------------------------------- */
+
+typedef struct {
+    PyObject *node;        /* borrowed from the tree */
+    long line, end_line, col;
+    int simple;            /* a statement whose value a marker can cache */
+} stmt_pos;
+
+typedef struct {
+    stmt_pos *items;
+    Py_ssize_t n, cap;
+} stmt_list;
+
+static int
+stmt_list_add(stmt_list *list, PyObject *node, int simple)
+{
+    long line = node_int(node, "lineno"), end = node_int(node, "end_lineno");
+    long col = node_int(node, "col_offset");
+    if (PyErr_Occurred())
+        return -1;
+    if (list->n == list->cap) {
+        Py_ssize_t cap = list->cap ? list->cap * 2 : 64;
+        stmt_pos *items = PyMem_Realloc(list->items, (size_t)cap * sizeof *items);
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        list->items = items;
+        list->cap = cap;
+    }
+    list->items[list->n++] = (stmt_pos){node, line, end, col, simple};
+    return 0;
+}
+
+static int collect_block(stmt_list *list, PyObject *body);
+
+static int
+collect_field(stmt_list *list, PyObject *node, const char *field)
+{
+    PyObject *value = PyObject_GetAttrString(node, field);
+    if (value == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    int rc = 0;
+    if (PyList_Check(value)) {
+        for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(value); i++) {
+            PyObject *item = PyList_GET_ITEM(value, i);
+            /* except handlers and match cases hold statement blocks too */
+            if (PyObject_HasAttrString(item, "body") && !PyObject_HasAttrString(item, "lineno"))
+                rc = collect_field(list, item, "body");
+            else if (PyObject_HasAttrString(item, "pattern") || PyObject_HasAttrString(item, "type"))
+                rc = collect_field(list, item, "body");
+        }
+        if (rc == 0 && (strcmp(field, "body") == 0 || strcmp(field, "orelse") == 0 ||
+                        strcmp(field, "finalbody") == 0))
+            rc = collect_block(list, value);
+    }
+    Py_DECREF(value);
+    return rc;
+}
+
+static int
+is_simple(PyObject *node)
+{
+    return is_a(node, T.Assign) || is_a(node, T.AnnAssign) || is_a(node, T.AugAssign) ||
+           is_a(node, T.Expr) || is_a(node, T.Return);
+}
+
+/* Records every statement of `body` and of the blocks nested in it. */
+static int
+collect_block(stmt_list *list, PyObject *body)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(body); i++) {
+        PyObject *node = PyList_GET_ITEM(body, i);
+        if (!PyObject_IsInstance(node, T.AST))
+            continue;
+        int simple = is_simple(node);
+        if (stmt_list_add(list, node, simple) < 0)
+            return -1;
+        if (simple)
+            continue;
+        if (collect_field(list, node, "handlers") < 0 || collect_field(list, node, "cases") < 0)
+            return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(body); i++) {
+        PyObject *node = PyList_GET_ITEM(body, i);
+        if (is_simple(node))
+            continue;
+        if (collect_field(list, node, "body") < 0 || collect_field(list, node, "orelse") < 0 ||
+            collect_field(list, node, "finalbody") < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The statement a marker applies to, or NULL with *why set. An inline marker
+ * applies to the simple statement whose lines hold it (the last one on the
+ * line when semicolons join several); a marker alone on its line applies to
+ * the statement around it, else to the next one. */
+static stmt_pos *
+marker_target(stmt_list *stmts, const marker *m, const char **why)
+{
+    stmt_pos *found = NULL, *next = NULL;
+    for (Py_ssize_t i = 0; i < stmts->n; i++) {
+        stmt_pos *s = &stmts->items[i];
+        if (s->simple && s->line <= m->line && m->line <= s->end_line) {
+            if (found == NULL || s->line > found->line ||
+                (s->line == found->line && s->col > found->col))
+                found = s;
+        }
+        if (s->line > m->line && (next == NULL || s->line < next->line ||
+                                  (s->line == next->line && s->col < next->col)))
+            next = s;
+    }
+    if (found != NULL)
+        return found;
+    if (!m->own_line) {
+        *why = "this marker is on a line with no statement it can cache: "
+               "mark an assignment, a call statement or a return";
+        return NULL;
+    }
+    if (next == NULL) {
+        *why = "this marker applies to nothing: no statement follows it";
+        return NULL;
+    }
+    if (!next->simple) {
+        *why = "this marker applies to a compound statement (def, class, if, for, with, ...): "
+               "mark an assignment, a call statement or a return";
+        return NULL;
+    }
+    return next;
+}
+
+/* ---- expressions ---------------------------------------------------------- */
+
+typedef struct {
+    PyObject *filename;
+    const char *src;
+    Py_ssize_t len;
+    PyObject *sites;     /* list of site tuples */
+} rewriter;
+
+/* Text of node's source segment (positions are UTF-8 byte offsets). */
+static PyObject *
+segment(const rewriter *rw, PyObject *node)
+{
+    long line = node_int(node, "lineno"), col = node_int(node, "col_offset");
+    long end_line = node_int(node, "end_lineno"), end_col = node_int(node, "end_col_offset");
+    if (PyErr_Occurred())
+        return NULL;
+    Py_ssize_t pos = 0, start = -1, end = -1;
+    for (long l = 1; pos <= rw->len; l++) {
+        if (l == line)
+            start = pos + col;
+        if (l == end_line) {
+            end = pos + end_col;
+            break;
+        }
+        while (pos < rw->len && rw->src[pos] != '\n' && rw->src[pos] != '\r')
+            pos++;
+        if (pos < rw->len && rw->src[pos] == '\r' && pos + 1 < rw->len && rw->src[pos + 1] == '\n')
+            pos++;
+        pos++;
+    }
+    if (start < 0 || end < start || end > rw->len)
+        return PyUnicode_FromString("");
+    return PyUnicode_DecodeUTF8(rw->src + start, end - start, "replace");
+}
+
+/* A chain step list from the outermost node inward, ending at the innermost
+ * call; *root receives that call's callee (borrowed). 0 when expr is no
+ * call chain (a plain expression). */
+static int
+find_chain(PyObject *expr, PyObject **root, PyObject *path)
+{
+    PyObject *node = expr, *innermost = NULL;
+    Py_ssize_t innermost_depth = -1;
+    for (Py_ssize_t depth = 0;; depth++) {
+        if (PyList_Append(path, node) < 0)
+            return -1;
+        PyObject *next;
+        if (is_a(node, T.Call)) {
+            innermost = node;
+            innermost_depth = depth;
+            next = PyObject_GetAttrString(node, "func");
+        }
+        else if (is_a(node, T.Attribute))
+            next = PyObject_GetAttrString(node, "value");
+        else if (is_a(node, T.Subscript)) {
+            PyObject *slice = PyObject_GetAttrString(node, "slice");
+            if (slice == NULL)
+                return -1;
+            int is_slice = is_a(slice, T.Slice);
+            Py_DECREF(slice);
+            if (is_slice)   /* x[a:b] has no value of its own to pass along */
+                break;
+            next = PyObject_GetAttrString(node, "value");
+        }
+        else
+            break;
+        if (next == NULL)
+            return -1;
+        node = next;
+        Py_DECREF(next);    /* the tree keeps it alive */
+    }
+    if (innermost == NULL)
+        return 0;
+    /* A slice between the outermost node and the innermost call breaks the
+     * chain: treat the whole as a plain expression. */
+    if (PyList_GET_SIZE(path) <= innermost_depth)
+        return 0;
+    if (PyList_SetSlice(path, innermost_depth + 1, PyList_GET_SIZE(path), NULL) < 0)
+        return -1;
+    *root = PyObject_GetAttrString(innermost, "func");
+    if (*root == NULL)
+        return -1;
+    Py_DECREF(*root);
+    return 1;
+}
+
+/* The names an expression reads from its scope: Name loads, minus names it
+ * binds itself (comprehension targets, lambda parameters, := targets). */
+static int
+free_names(PyObject *node, PyObject *loads, PyObject *stores)
+{
+    if (PyList_Check(node)) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(node); i++)
+            if (free_names(PyList_GET_ITEM(node, i), loads, stores) < 0)
+                return -1;
+        return 0;
+    }
+    if (!PyObject_TypeCheck(node, (PyTypeObject *)T.AST))
+        return 0;
+    if (is_a(node, T.Name)) {
+        PyObject *id = PyObject_GetAttrString(node, "id");
+        PyObject *ctx = PyObject_GetAttrString(node, "ctx");
+        int rc = -1;
+        if (id != NULL && ctx != NULL)
+            rc = PySet_Add(is_a(ctx, T.Load) ? loads : stores, id);
+        Py_XDECREF(id);
+        Py_XDECREF(ctx);
+        return rc;
+    }
+    if (is_a(node, T.arguments)) {   /* lambda parameters bind names */
+        static const char *const fields[] = {"posonlyargs", "args", "kwonlyargs"};
+        for (size_t f = 0; f < 3; f++) {
+            PyObject *args = PyObject_GetAttrString(node, fields[f]);
+            if (args == NULL)
+                return -1;
+            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args); i++) {
+                PyObject *arg = PyObject_GetAttrString(PyList_GET_ITEM(args, i), "arg");
+                if (arg == NULL || PySet_Add(stores, arg) < 0) {
+                    Py_XDECREF(arg);
+                    Py_DECREF(args);
+                    return -1;
+                }
+                Py_DECREF(arg);
+            }
+            Py_DECREF(args);
+        }
+    }
+    PyObject *fields = PyObject_GetAttrString((PyObject *)Py_TYPE(node), "_fields");
+    if (fields == NULL)
+        return -1;
+    int rc = 0;
+    for (Py_ssize_t i = 0; rc == 0 && i < PyTuple_GET_SIZE(fields); i++) {
+        PyObject *child = PyObject_GetAttr(node, PyTuple_GET_ITEM(fields, i));
+        if (child == NULL) {
+            PyErr_Clear();   /* an optional field left unset */
+            continue;
+        }
+        rc = free_names(child, loads, stores);
+        Py_DECREF(child);
+    }
+    Py_DECREF(fields);
+    return rc;
+}
+
+/* Whether node holds a yield, await or := (which a lambda cannot hold). */
+static int
+has_scope_breaker(PyObject *node)
+{
+    if (PyList_Check(node)) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(node); i++) {
+            int r = has_scope_breaker(PyList_GET_ITEM(node, i));
+            if (r != 0)
+                return r;
+        }
+        return 0;
+    }
+    if (!PyObject_TypeCheck(node, (PyTypeObject *)T.AST))
+        return 0;
+    if (is_a(node, T.Yield) || is_a(node, T.YieldFrom) || is_a(node, T.Await) ||
+        is_a(node, T.NamedExpr))
+        return 1;
+    PyObject *fields = PyObject_GetAttrString((PyObject *)Py_TYPE(node), "_fields");
+    if (fields == NULL)
+        return -1;
+    int rc = 0;
+    for (Py_ssize_t i = 0; rc == 0 && i < PyTuple_GET_SIZE(fields); i++) {
+        PyObject *child = PyObject_GetAttr(node, PyTuple_GET_ITEM(fields, i));
+        if (child == NULL) {
+            PyErr_Clear();
+            continue;
+        }
+        rc = has_scope_breaker(child);
+        Py_DECREF(child);
+    }
+    Py_DECREF(fields);
+    return rc;
+}
+
+static PyObject *
+empty_arguments(void)
+{
+    PyObject *l[5] = {PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0)};
+    PyObject *result = NULL;
+    if (l[0] && l[1] && l[2] && l[3] && l[4])
+        result = node_new(T.arguments, NULL, "posonlyargs", l[0], "args", l[1],
+                          "kwonlyargs", l[2], "kw_defaults", l[3], "defaults", l[4],
+                          "vararg", Py_None, "kwarg", Py_None, NULL);
+    for (int i = 0; i < 5; i++)
+        Py_XDECREF(l[i]);
+    return result;
+}
+
+static PyObject *
+make_lambda(PyObject *body, PyObject *loc)
+{
+    PyObject *args = empty_arguments();
+    if (args == NULL)
+        return NULL;
+    PyObject *lam = node_new(T.Lambda, loc, "args", args, "body", body, NULL);
+    Py_DECREF(args);
+    return lam;
+}
+
+/* @devstash.expr(SITE, lambda: E, lambda: (names...)) */
+static PyObject *
+rewrite_plain(long site, PyObject *expr, PyObject *names)
+{
+    PyObject *thunk = NULL, *elts = NULL, *ctx = NULL, *tuple = NULL, *values = NULL;
+    PyObject *rest = NULL, *keywords = NULL, *result = NULL;
+    if ((thunk = make_lambda(expr, expr)) == NULL)
+        goto done;
+    if ((ctx = load_ctx()) == NULL || (elts = PyList_New(0)) == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(names); i++) {
+        PyObject *name = node_new(T.Name, expr, "id", PyList_GET_ITEM(names, i), "ctx", ctx, NULL);
+        if (name == NULL || PyList_Append(elts, name) < 0) {
+            Py_XDECREF(name);
+            goto done;
+        }
+        Py_DECREF(name);
+    }
+    if ((tuple = node_new(T.Tuple, expr, "elts", elts, "ctx", ctx, NULL)) == NULL)
+        goto done;
+    if ((values = make_lambda(tuple, expr)) == NULL)
+        goto done;
+    if ((rest = Py_BuildValue("[OO]", thunk, values)) == NULL || (keywords = PyList_New(0)) == NULL)
+        goto done;
+    result = runtime_call("expr", site, rest, keywords, expr);
+done:
+    Py_XDECREF(thunk);
+    Py_XDECREF(elts);
+    Py_XDECREF(ctx);
+    Py_XDECREF(tuple);
+    Py_XDECREF(values);
+    Py_XDECREF(rest);
+    Py_XDECREF(keywords);
+    return result;
+}
+
+/* One chain step as a tuple expression: ('c', (args...), {kwargs...}),
+ * ('a', 'name') or ('i', index). */
+static PyObject *
+chain_step(PyObject *node)
+{
+    PyObject *ctx = load_ctx(), *elts = NULL, *tag = NULL, *tag_node = NULL, *result = NULL;
+    PyObject *args = NULL, *kws = NULL, *keys = NULL, *values = NULL, *a = NULL, *b = NULL;
+    if (ctx == NULL || (elts = PyList_New(0)) == NULL)
+        goto done;
+    const char *kind = is_a(node, T.Call) ? "c" : is_a(node, T.Attribute) ? "a" : "i";
+    if ((tag = PyUnicode_FromString(kind)) == NULL || (tag_node = make_constant(tag, node)) == NULL ||
+        PyList_Append(elts, tag_node) < 0)
+        goto done;
+    if (kind[0] == 'c') {
+        if ((args = PyObject_GetAttrString(node, "args")) == NULL ||
+            (kws = PyObject_GetAttrString(node, "keywords")) == NULL)
+            goto done;
+        if ((a = node_new(T.Tuple, node, "elts", args, "ctx", ctx, NULL)) == NULL)
+            goto done;
+        if ((keys = PyList_New(0)) == NULL || (values = PyList_New(0)) == NULL)
+            goto done;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(kws); i++) {
+            PyObject *kw = PyList_GET_ITEM(kws, i);
+            PyObject *arg = PyObject_GetAttrString(kw, "arg");
+            PyObject *value = PyObject_GetAttrString(kw, "value");
+            PyObject *key = NULL;
+            int ok = arg != NULL && value != NULL &&
+                     (arg == Py_None ? (key = Py_NewRef(Py_None)) : (key = make_constant(arg, value))) != NULL &&
+                     PyList_Append(keys, key) == 0 && PyList_Append(values, value) == 0;
+            Py_XDECREF(arg);
+            Py_XDECREF(value);
+            Py_XDECREF(key);
+            if (!ok)
+                goto done;
+        }
+        if ((b = node_new(T.Dict, node, "keys", keys, "values", values, NULL)) == NULL)
+            goto done;
+    }
+    else if (kind[0] == 'a') {
+        PyObject *attr = PyObject_GetAttrString(node, "attr");
+        if (attr == NULL)
+            goto done;
+        a = make_constant(attr, node);
+        Py_DECREF(attr);
+        if (a == NULL)
+            goto done;
+    }
+    else if ((a = PyObject_GetAttrString(node, "slice")) == NULL)
+        goto done;
+    if (PyList_Append(elts, a) < 0 || (b != NULL && PyList_Append(elts, b) < 0))
+        goto done;
+    result = node_new(T.Tuple, node, "elts", elts, "ctx", ctx, NULL);
+done:
+    Py_XDECREF(ctx);
+    Py_XDECREF(elts);
+    Py_XDECREF(tag);
+    Py_XDECREF(tag_node);
+    Py_XDECREF(args);
+    Py_XDECREF(kws);
+    Py_XDECREF(keys);
+    Py_XDECREF(values);
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    return result;
+}
+
+/* @devstash.chain(SITE, ROOT, (step, step, ...)), innermost step first. */
+static PyObject *
+rewrite_chain(long site, const char *method, PyObject *expr, PyObject *root, PyObject *path)
+{
+    PyObject *ctx = load_ctx(), *steps = NULL, *tuple = NULL, *rest = NULL, *keywords = NULL;
+    PyObject *result = NULL;
+    if (ctx == NULL || (steps = PyList_New(0)) == NULL)
+        goto done;
+    for (Py_ssize_t i = PyList_GET_SIZE(path) - 1; i >= 0; i--) {
+        PyObject *step = chain_step(PyList_GET_ITEM(path, i));
+        if (step == NULL || PyList_Append(steps, step) < 0) {
+            Py_XDECREF(step);
+            goto done;
+        }
+        Py_DECREF(step);
+    }
+    if ((tuple = node_new(T.Tuple, expr, "elts", steps, "ctx", ctx, NULL)) == NULL)
+        goto done;
+    if ((rest = Py_BuildValue("[OO]", root, tuple)) == NULL || (keywords = PyList_New(0)) == NULL)
+        goto done;
+    result = runtime_call(method, site, rest, keywords, expr);
+done:
+    Py_XDECREF(ctx);
+    Py_XDECREF(steps);
+    Py_XDECREF(tuple);
+    Py_XDECREF(rest);
+    Py_XDECREF(keywords);
+    return result;
+}
+
+/* @devstash.call(SITE, F, *A, **K) from the call F(*A, **K). */
+static PyObject *
+rewrite_call(long site, const char *method, PyObject *call)
+{
+    PyObject *func = PyObject_GetAttrString(call, "func");
+    PyObject *args = PyObject_GetAttrString(call, "args");
+    PyObject *keywords = PyObject_GetAttrString(call, "keywords");
+    PyObject *rest = NULL, *result = NULL;
+    if (func == NULL || args == NULL || keywords == NULL)
+        goto done;
+    if ((rest = PyList_New(0)) == NULL || PyList_Append(rest, func) < 0)
+        goto done;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args); i++)
+        if (PyList_Append(rest, PyList_GET_ITEM(args, i)) < 0)
+            goto done;
+    result = runtime_call(method, site, rest, keywords, call);
+done:
+    Py_XDECREF(func);
+    Py_XDECREF(args);
+    Py_XDECREF(keywords);
+    Py_XDECREF(rest);
+    return result;
+}
+
+/* Rewrites the value of statement `stmt` for marker m (site index `site`). */
+static int
+rewrite_statement(rewriter *rw, const marker *m, long site)
+{
+    PyObject *stmt = m->target;
+    PyObject *value = PyObject_GetAttrString(stmt, "value");
+    PyObject *expr = NULL, *path = NULL, *new_value = NULL, *label = NULL, *names = NULL;
+    PyObject *loads = NULL, *stores = NULL, *site_tuple = NULL;
+    const char *kind = NULL;
+    int awaited = 0, rc = -1;
+    if (value == NULL)
+        return -1;
+    if (value == Py_None) {
+        marker_error(rw->filename, rw->src, rw->len, m,
+                     "this marker applies to a statement without a value to cache");
+        goto done;
+    }
+    expr = Py_NewRef(value);
+    if (is_a(expr, T.Await)) {
+        awaited = 1;
+        Py_SETREF(expr, PyObject_GetAttrString(expr, "value"));
+        if (expr == NULL)
+            goto done;
+    }
+    if (is_a(expr, T.Yield) || is_a(expr, T.YieldFrom)) {
+        marker_error(rw->filename, rw->src, rw->len, m,
+                     "a yield expression cannot be cached: mark the call that computes the value");
+        goto done;
+    }
+    if ((path = PyList_New(0)) == NULL)
+        goto done;
+    PyObject *root = NULL;
+    int chain = find_chain(expr, &root, path);
+    if (chain < 0)
+        goto done;
+    if (chain && PyList_GET_SIZE(path) == 1) {
+        kind = awaited ? "acall" : "call";
+        new_value = rewrite_call(site, kind, expr);
+    }
+    else if (chain) {
+        kind = awaited ? "achain" : "chain";
+        new_value = rewrite_chain(site, kind, expr, root, path);
+    }
+    else {
+        int breaker = has_scope_breaker(expr);
+        if (breaker < 0)
+            goto done;
+        if (breaker || awaited) {
+            marker_error(rw->filename, rw->src, rw->len, m,
+                         "an expression holding await, yield or := can only be cached "
+                         "when it is a call: mark the call on a line of its own");
+            goto done;
+        }
+        kind = "expr";
+        if ((loads = PySet_New(NULL)) == NULL || (stores = PySet_New(NULL)) == NULL)
+            goto done;
+        if (free_names(expr, loads, stores) < 0)
+            goto done;
+        PyObject *difference = PyNumber_InPlaceSubtract(loads, stores);
+        if (difference == NULL)
+            goto done;
+        Py_DECREF(difference);   /* the same set as loads, updated in place */
+        if ((names = PySequence_List(loads)) == NULL || PyList_Sort(names) < 0)
+            goto done;
+        new_value = rewrite_plain(site, expr, names);
+    }
+    if (new_value == NULL)
+        goto done;
+    if (awaited) {
+        PyObject *aw = node_new(T.Await, value, "value", new_value, NULL);
+        if (aw == NULL)
+            goto done;
+        Py_SETREF(new_value, aw);
+    }
+    if (PyObject_SetAttrString(stmt, "value", new_value) < 0)
+        goto done;
+
+    /* The label names what the value is: the statement's text for a plain
+     * expression (its key), "module-independent" for calls (keyed by callee). */
+    if ((label = segment(rw, stmt)) == NULL)
+        goto done;
+    site_tuple = Py_BuildValue("(nndisO)", m->line, m->col, m->options.ttl, m->options.flags,
+                               kind, label);
+    if (site_tuple == NULL || PyList_Append(rw->sites, site_tuple) < 0)
+        goto done;
+    rc = 0;
+done:
+    Py_XDECREF(value);
+    Py_XDECREF(expr);
+    Py_XDECREF(path);
+    Py_XDECREF(new_value);
+    Py_XDECREF(label);
+    Py_XDECREF(names);
+    Py_XDECREF(loads);
+    Py_XDECREF(stores);
+    Py_XDECREF(site_tuple);
+    return rc;
+}
+
+/* ---- resuming after activate() ------------------------------------------- */
+
+static int
+span_holds(PyObject *node, long line)
+{
+    long a = node_int(node, "lineno"), b = node_int(node, "end_lineno");
+    return a <= line && line <= b;
+}
+
+static int
+has_marker_in(PyObject *node, const marker_list *markers)
+{
+    long a = node_int(node, "lineno"), b = node_int(node, "end_lineno");
+    for (Py_ssize_t i = 0; i < markers->n; i++) {
+        long l = node_int(markers->items[i].target, "lineno");
+        if (a <= l && l <= b)
+            return 1;
+    }
+    return 0;
+}
+
+/* Appends to `out` the statements that run after line `line` of `block`,
+ * descending into the if/with/try statement that holds that line. */
+static int
+resume_block(PyObject *block, long line, PyObject *out, PyObject *filename)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(block); i++) {
+        PyObject *node = PyList_GET_ITEM(block, i);
+        if (!span_holds(node, line))
+            continue;
+        if (!is_simple(node) && !is_a(node, T.Expr)) {
+            if (!(is_a(node, T.If) || is_a(node, T.With) || is_a(node, T.AsyncWith) ||
+                  is_a(node, T.Try) || is_a(node, T.TryStar))) {
+                PyErr_Format(PyExc_RuntimeError,
+                             "%U:%ld: devstash.activate() must be called at the top level of "
+                             "the script, or inside an if, with or try block there",
+                             filename, line);
+                return -1;
+            }
+            static const char *const fields[] = {"body", "orelse", "finalbody", "handlers"};
+            int found = 0;
+            for (size_t f = 0; f < 4 && !found; f++) {
+                PyObject *sub = PyObject_GetAttrString(node, fields[f]);
+                if (sub == NULL) {
+                    PyErr_Clear();
+                    continue;
+                }
+                for (Py_ssize_t j = 0; j < PyList_GET_SIZE(sub) && !found; j++) {
+                    PyObject *child = PyList_GET_ITEM(sub, j);
+                    if (!span_holds(child, line))
+                        continue;
+                    found = 1;
+                    int rc;
+                    if (f == 3) {   /* an except handler: its body is the block */
+                        PyObject *hbody = PyObject_GetAttrString(child, "body");
+                        rc = hbody == NULL ? -1 : resume_block(hbody, line, out, filename);
+                        Py_XDECREF(hbody);
+                    }
+                    else
+                        rc = resume_block(sub, line, out, filename);
+                    if (rc < 0) {
+                        Py_DECREF(sub);
+                        return -1;
+                    }
+                }
+                Py_DECREF(sub);
+            }
+        }
+        for (Py_ssize_t j = i + 1; j < PyList_GET_SIZE(block); j++)
+            if (PyList_Append(out, PyList_GET_ITEM(block, j)) < 0)
+                return -1;
+        return 0;
+    }
+    return 0;
+}
+
+/* Builds the body that runs after activate() on line `line`: the
+ * `from __future__` imports (they change how the rest compiles), the marked
+ * functions and classes defined before (so their markers work), then every
+ * statement after the activate() call. A marker anywhere else before it
+ * would silently do nothing, so it is an error. */
+static PyObject *
+resume_body(rewriter *rw, PyObject *body, long line, const marker_list *markers)
+{
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(body); i++) {
+        PyObject *node = PyList_GET_ITEM(body, i);
+        if (node_int(node, "end_lineno") >= line)
+            break;
+        int keep = is_a(node, T.ImportFrom);
+        if (keep) {
+            PyObject *mod = PyObject_GetAttrString(node, "module");
+            keep = mod != NULL && PyUnicode_Check(mod) && PyUnicode_CompareWithASCIIString(mod, "__future__") == 0;
+            Py_XDECREF(mod);
+        }
+        if (!keep && has_marker_in(node, markers)) {
+            if (!(is_a(node, T.FunctionDef) || is_a(node, T.AsyncFunctionDef) || is_a(node, T.ClassDef))) {
+                long first = node_int(node, "lineno");
+                for (Py_ssize_t m = 0; m < markers->n; m++)
+                    if (node_int(markers->items[m].target, "lineno") >= first) {
+                        marker_error(rw->filename, rw->src, rw->len, &markers->items[m],
+                                     "this marker comes before devstash.activate() and would have "
+                                     "no effect: call devstash.activate() above it");
+                        break;
+                    }
+                goto error;
+            }
+            keep = 1;
+        }
+        if (keep && PyList_Append(out, node) < 0)
+            goto error;
+    }
+    if (PyErr_Occurred() || resume_block(body, line, out, rw->filename) < 0)
+        goto error;
+    return out;
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
+PyObject *
+rewrite_py_rewrite(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"source", "filename", "resume_line", NULL};
+    PyObject *source, *filename, *tree = NULL, *body = NULL, *code = NULL, *result = NULL;
+    long resume_line = 0;
+    marker_list markers = {0};
+    stmt_list stmts = {0};
+    rewriter rw = {0};
+    DS_UNUSED(module);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "SU|l:rewrite", kwlist, &source, &filename,
+                                     &resume_line))
+        return NULL;
+    rw.filename = filename;
+    rw.src = markers.src = PyBytes_AS_STRING(source);
+    rw.len = PyBytes_GET_SIZE(source);
+    if ((rw.sites = PyList_New(0)) == NULL)
+        goto done;
+    if (scanner_comments(rw.src, rw.len, collect_marker, &markers) < 0)
+        goto done;
+
+    PyCompilerFlags flags = {.cf_flags = PyCF_ONLY_AST, .cf_feature_version = PY_MINOR_VERSION};
+    if ((tree = Py_CompileStringObject(rw.src, filename, Py_file_input, &flags, -1)) == NULL)
+        goto done;
+    if ((body = PyObject_GetAttrString(tree, "body")) == NULL || !PyList_Check(body))
+        goto done;
+    if (collect_block(&stmts, body) < 0)
+        goto done;
+
+    /* Resolve every marker before changing anything, so errors name the
+     * first bad marker in the file. */
+    for (Py_ssize_t i = 0; i < markers.n; i++) {
+        marker *m = &markers.items[i];
+        char why[256];
+        if (options_parse(rw.src + m->opt_start, m->opt_end - m->opt_start, &m->options, why,
+                          sizeof why) < 0) {
+            marker_error(filename, rw.src, rw.len, m, why);
+            goto done;
+        }
+        const char *reason = NULL;
+        stmt_pos *target = marker_target(&stmts, m, &reason);
+        if (target == NULL) {
+            marker_error(filename, rw.src, rw.len, m, reason);
+            goto done;
+        }
+        for (Py_ssize_t j = 0; j < i; j++)
+            if (markers.items[j].target == target->node) {
+                char msg[128];
+                snprintf(msg, sizeof msg, "this statement already has a marker on line %zd",
+                         markers.items[j].line);
+                marker_error(filename, rw.src, rw.len, m, msg);
+                goto done;
+            }
+        m->target = target->node;
+    }
+    for (Py_ssize_t i = 0; i < markers.n; i++)
+        if (rewrite_statement(&rw, &markers.items[i], (long)i) < 0)
+            goto done;
+    if (resume_line > 0) {
+        PyObject *rest = resume_body(&rw, body, resume_line, &markers);
+        if (rest == NULL)
+            goto done;
+        int rc = PyObject_SetAttrString(tree, "body", rest);
+        Py_DECREF(rest);
+        if (rc < 0)
+            goto done;
+    }
+    /* dont_inherit: devstash's own future flags must not leak into user code */
+    code = PyObject_CallFunction(T.compile, "OOsii", tree, filename, "exec", 0, 1);
+    if (code == NULL)
+        goto done;
+    PyObject *sites = PyList_AsTuple(rw.sites);
+    if (sites != NULL) {
+        result = PyTuple_Pack(2, code, sites);
+        Py_DECREF(sites);
+    }
+done:
+    PyMem_Free(markers.items);
+    PyMem_Free(stmts.items);
+    Py_XDECREF(rw.sites);
+    Py_XDECREF(tree);
+    Py_XDECREF(body);
+    Py_XDECREF(code);
+    return result;
+}

@@ -16,8 +16,7 @@
  * resume_line > 0: the script already ran up to the activate() call on that
  * line; the code holds the statements after it (and re-defines the marked
  * functions and classes defined before it). Raises MarkerError. */
-PyObject *rewrite_py_rewrite(PyObject *module, PyObject *const *args,
-                             Py_ssize_t nargs, PyObject *kwnames);
+PyObject *rewrite_py_rewrite(PyObject *module, PyObject *args, PyObject *kwargs);
 
 int rewrite_module_init(PyObject *module);
 

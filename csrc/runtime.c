@@ -1,4 +1,686 @@
-/* STUB */
+/* The runtime object a rewritten module calls (see runtime.h).
+ *
+ * rt.call() is the hit path: hash the callee and arguments, look the key up
+ * in a reused read transaction, unpickle straight from the map. No Python
+ * code runs on a hit; Python is called back only on rare events, through
+ * methods the Python subclass (devstash/_runtime.py) defines:
+ *   _unhashable(site, names)   arguments keyed by their type only
+ *   _uncacheable(site, exc)    arguments that cannot be keyed: not cached
+ *   _unpicklable(site, exc)    a result that cannot be pickled: not stored
+ *   _unreadable(site, exc)     a stored value that cannot be loaded: recomputed
+ *   _store_failed(site, exc)   the store failed: the run goes on uncached
+ *   _event(kind, site, detail) hits, misses and stores, when `verbose` is set
+ */
 #include "runtime.h"
-typedef struct { PyObject_HEAD } RuntimeObject;
-PyTypeObject Runtime_Type = { PyVarObject_HEAD_INIT(NULL, 0) .tp_name = "devstash._core.Runtime", .tp_basicsize = sizeof(RuntimeObject), .tp_flags = Py_TPFLAGS_DEFAULT, .tp_new = PyType_GenericNew };
+#include "keys.h"
+#include "options.h"
+#include "store.h"
+
+#include <structmember.h>
+#include <time.h>
+
+typedef struct {
+    double ttl;
+    int flags;
+} site_info;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *store;        /* a Store, or None when caching is off */
+    PyObject *filename;
+    PyObject *sites;        /* tuple of (line, col, ttl, flags, kind, label) */
+    site_info *info;
+    Py_ssize_t nsites;
+    ds_hasher *hasher;
+    int refresh_all;        /* DEVSTASH_REFRESH: recompute every marked value */
+    int verbose;            /* call _event for every hit, miss and store */
+    long long hits, misses, stores;
+    double saved;           /* compute seconds of the values stored this run */
+} RuntimeObject;
+
+/* Key domains: a call, a chain and a plain expression never share a key. */
+static const char KEY_CALL[] = "devstash/1/call";
+static const char KEY_CHAIN[] = "devstash/1/chain";
+static const char KEY_EXPR[] = "devstash/1/expr";
+
+/* _pickle, imported on first use: most runs that import devstash never
+ * load or store anything. */
+static PyObject *pickle_loads, *pickle_dumps, *buffers_kwnames, *dumps_kwnames, *protocol_5;
+
+static int
+pickle_ready(void)
+{
+    if (pickle_loads != NULL)
+        return 0;
+    PyObject *mod = PyImport_ImportModule("_pickle");
+    if (mod == NULL)
+        return -1;
+    pickle_loads = PyObject_GetAttrString(mod, "loads");
+    pickle_dumps = PyObject_GetAttrString(mod, "dumps");
+    Py_DECREF(mod);
+    buffers_kwnames = Py_BuildValue("(s)", "buffers");
+    dumps_kwnames = Py_BuildValue("(s)", "buffer_callback");
+    protocol_5 = PyLong_FromLong(5);
+    if (!pickle_loads || !pickle_dumps || !buffers_kwnames || !dumps_kwnames || !protocol_5) {
+        Py_CLEAR(pickle_loads);
+        return -1;
+    }
+    return 0;
+}
+
+static double
+now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double
+monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static StoreObject *
+Runtime_store(RuntimeObject *self)
+{
+    if (self->store == NULL || !Py_IS_TYPE(self->store, &Store_Type))
+        return NULL;
+    return (StoreObject *)self->store;
+}
+
+/* Calls self.<method>(site, arg) for a rare event, keeping any exception
+ * that is pending. A failing callback is reported as unraisable: policy
+ * code must never break the user's script. */
+static void
+Runtime_notify(RuntimeObject *self, const char *method, Py_ssize_t site, PyObject *arg)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *r = PyObject_CallMethod((PyObject *)self, method, "nO", site, arg ? arg : Py_None);
+    if (r == NULL)
+        PyErr_WriteUnraisable((PyObject *)self);
+    Py_XDECREF(r);
+    PyErr_Restore(type, value, tb);
+}
+
+/* Same, for the exception currently set, which is cleared. */
+static void
+Runtime_notify_error(RuntimeObject *self, const char *method, Py_ssize_t site)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value != NULL && tb != NULL)
+        PyException_SetTraceback(value, tb);
+    Runtime_notify(self, method, site, value);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+}
+
+static void
+Runtime_event(RuntimeObject *self, const char *kind, Py_ssize_t site, const char *detail)
+{
+    if (!self->verbose)
+        return;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *r = PyObject_CallMethod((PyObject *)self, "_event", "sns", kind, site, detail);
+    if (r == NULL)
+        PyErr_WriteUnraisable((PyObject *)self);
+    Py_XDECREF(r);
+    PyErr_Restore(type, value, tb);
+}
+
+static int
+Runtime_site(RuntimeObject *self, PyObject *arg, Py_ssize_t *site)
+{
+    Py_ssize_t i = PyLong_AsSsize_t(arg);
+    if (i == -1 && PyErr_Occurred())
+        return -1;
+    if (i < 0 || i >= self->nsites) {
+        PyErr_Format(PyExc_IndexError, "devstash: no call site %zd in %U", i, self->filename);
+        return -1;
+    }
+    *site = i;
+    return 0;
+}
+
+/* After a key was fed: reports substituted types, writes the digest. */
+static void
+Runtime_finish_key(RuntimeObject *self, Py_ssize_t site, unsigned char key[DS_DIGEST_SIZE])
+{
+    PyObject *names = keys_unhashable(self->hasher);
+    if (names != NULL && PyList_GET_SIZE(names) > 0)
+        Runtime_notify(self, "_unhashable", site, names);
+    keys_digest(self->hasher, key);
+}
+
+/* ---- load and save -------------------------------------------------------- */
+
+/* Unpickles a record read from the map. Buffers are copied once into
+ * bytearrays (the map is only valid inside the read transaction). */
+static PyObject *
+Runtime_unpickle(const ds_record *rec)
+{
+    PyObject *view = NULL, *buffers = NULL, *value = NULL;
+    if (pickle_ready() < 0)
+        return NULL;
+    view = PyMemoryView_FromMemory((char *)rec->pickle, (Py_ssize_t)rec->pickle_len, PyBUF_READ);
+    if (view == NULL)
+        return NULL;
+    if (rec->nbuffers == 0) {
+        value = PyObject_CallOneArg(pickle_loads, view);
+    }
+    else {
+        if ((buffers = PyList_New(rec->nbuffers)) == NULL)
+            goto done;
+        for (uint32_t i = 0; i < rec->nbuffers; i++) {
+            const char *data;
+            size_t len;
+            store_record_buffer(rec, i, &data, &len);
+            PyObject *copy = PyByteArray_FromStringAndSize(data, (Py_ssize_t)len);
+            if (copy == NULL)
+                goto done;
+            PyList_SET_ITEM(buffers, i, copy);
+        }
+        PyObject *argv[2] = {view, buffers};
+        value = PyObject_Vectorcall(pickle_loads, argv, 1, buffers_kwnames);
+    }
+done:
+    /* The view points into the map: make sure nothing can use it later. */
+    if (Py_REFCNT(view) > 1) {
+        PyObject *r = PyObject_CallMethod(view, "release", NULL);
+        if (r == NULL)
+            PyErr_Clear();
+        Py_XDECREF(r);
+    }
+    Py_DECREF(view);
+    Py_XDECREF(buffers);
+    return value;
+}
+
+typedef enum { LOAD_HIT, LOAD_MISS, LOAD_ERROR } load_result;
+
+/* Looks key up for site. On a hit *value is a new reference. On a miss
+ * *why says why. LOAD_ERROR only for errors that must reach the user
+ * (MemoryError, KeyboardInterrupt); store problems are reported and turn
+ * into misses. */
+static load_result
+Runtime_load(RuntimeObject *self, Py_ssize_t site, const unsigned char key[DS_DIGEST_SIZE],
+             PyObject **value, const char **why)
+{
+    StoreObject *store = Runtime_store(self);
+    *value = NULL;
+    if (store == NULL) {
+        *why = "caching is off";
+        return LOAD_MISS;
+    }
+    if (self->refresh_all || (self->info[site].flags & DS_OPT_REFRESH)) {
+        *why = "refresh requested";
+        return LOAD_MISS;
+    }
+    ds_record rec;
+    if (store_read_begin(store) < 0) {
+        Runtime_notify_error(self, "_store_failed", site);
+        *why = "store unavailable";
+        return LOAD_MISS;
+    }
+    int found = store_lookup(store, key, &rec);
+    if (found < 0) {
+        store_read_end(store);
+        Runtime_notify_error(self, "_store_failed", site);
+        *why = "store unavailable";
+        return LOAD_MISS;
+    }
+    if (found == 0) {
+        store_read_end(store);
+        *why = "new arguments";
+        return LOAD_MISS;
+    }
+    double t = now();
+    double ttl = self->info[site].ttl;
+    if (ttl > 0 && t - rec.created > ttl) {
+        store_read_end(store);
+        *why = "ttl expired";
+        return LOAD_MISS;
+    }
+    PyObject *v = Runtime_unpickle(&rec);
+    store_read_end(store);
+    if (v == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_MemoryError) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+            return LOAD_ERROR;
+        Runtime_notify_error(self, "_unreadable", site);
+        *why = "entry unreadable";
+        return LOAD_MISS;
+    }
+    if (store_note_hit(store, key, t) < 0)
+        PyErr_Clear();   /* a lost hit count is not worth failing a hit */
+    self->hits++;
+    *value = v;
+    return LOAD_HIT;
+}
+
+/* Pickles value and writes it under key. Returns 0 when stored, 1 when not
+ * (reported to the policy), never fails: the user keeps the value. */
+static int
+Runtime_save(RuntimeObject *self, Py_ssize_t site, const unsigned char key[DS_DIGEST_SIZE],
+             PyObject *value, PyObject *callee_name, double seconds)
+{
+    StoreObject *store = Runtime_store(self);
+    PyObject *buffers = NULL, *append = NULL, *pickled = NULL, *site_str = NULL;
+    int rc = 1;
+    if (store == NULL)
+        return 1;
+    if (pickle_ready() < 0)
+        goto failed;
+    if ((buffers = PyList_New(0)) == NULL || (append = PyObject_GetAttrString(buffers, "append")) == NULL)
+        goto failed;
+    PyObject *argv[3] = {value, protocol_5, append};
+    pickled = PyObject_Vectorcall(pickle_dumps, argv, 2, dumps_kwnames);
+    if (pickled == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_MemoryError) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+            goto failed;
+        Runtime_notify_error(self, "_unpicklable", site);
+        goto done;
+    }
+    PyObject *site_tuple = PyTuple_GET_ITEM(self->sites, site);
+    site_str = PyUnicode_FromFormat("%U:%S", self->filename, PyTuple_GET_ITEM(site_tuple, 0));
+    if (site_str == NULL)
+        goto failed;
+    const char *site_c = PyUnicode_AsUTF8(site_str);
+    const char *callee_c = callee_name != NULL ? PyUnicode_AsUTF8(callee_name) : "";
+    if (site_c == NULL || callee_c == NULL)
+        goto failed;
+    ds_entry entry = {
+        .created = now(),
+        .ttl = self->info[site].ttl,
+        .compute_seconds = seconds,
+        .pickle = PyBytes_AS_STRING(pickled),
+        .pickle_len = (size_t)PyBytes_GET_SIZE(pickled),
+        .buffers = PyList_GET_SIZE(buffers) ? buffers : NULL,
+        .callee = callee_c,
+        .site = site_c,
+    };
+    if (store_write(store, key, &entry) < 0) {
+        Runtime_notify_error(self, "_store_failed", site);
+        goto done;
+    }
+    self->stores++;
+    self->saved += seconds;
+    Runtime_event(self, "store", site, "");
+    rc = 0;
+    goto done;
+failed:
+    /* Out of memory or interrupted while pickling: drop the value, keep the
+     * exception for the caller to decide. */
+    Runtime_notify_error(self, "_store_failed", site);
+done:
+    Py_XDECREF(buffers);
+    Py_XDECREF(append);
+    Py_XDECREF(pickled);
+    Py_XDECREF(site_str);
+    return rc;
+}
+
+/* "module.qualname" of a callee, for listings; NULL (no error) if none. */
+static PyObject *
+callee_name(PyObject *callee)
+{
+    PyObject *target = callee;
+    if (PyMethod_Check(callee))
+        target = PyMethod_GET_FUNCTION(callee);
+    PyObject *qual = PyObject_GetAttrString(target, "__qualname__");
+    if (qual == NULL || !PyUnicode_Check(qual)) {
+        PyErr_Clear();
+        Py_XDECREF(qual);
+        qual = PyObject_GetAttrString((PyObject *)Py_TYPE(target), "__qualname__");
+        if (qual == NULL) {
+            PyErr_Clear();
+            return NULL;
+        }
+    }
+    PyObject *mod = PyObject_GetAttrString(target, "__module__");
+    PyObject *name;
+    if (mod != NULL && PyUnicode_Check(mod))
+        name = PyUnicode_FromFormat("%U.%U", mod, qual);
+    else {
+        PyErr_Clear();
+        name = Py_NewRef(qual);
+    }
+    Py_XDECREF(mod);
+    Py_DECREF(qual);
+    if (name == NULL)
+        PyErr_Clear();
+    return name;
+}
+
+/* ---- rt.call: the hit path ----------------------------------------------- */
+
+static PyObject *
+Runtime_call(RuntimeObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), site;
+    if (nargs < 2) {
+        PyErr_SetString(PyExc_TypeError, "call(site, func, *args, **kwargs)");
+        return NULL;
+    }
+    if (Runtime_site(self, args[0], &site) < 0)
+        return NULL;
+    PyObject *func = args[1];
+    PyObject *const *call_args = args + 2;
+    Py_ssize_t call_nargs = nargs - 2;
+    if (Runtime_store(self) == NULL)
+        return PyObject_Vectorcall(func, call_args, call_nargs, kwnames);
+
+    unsigned char key[DS_DIGEST_SIZE];
+    keys_reset(self->hasher);
+    keys_update_bytes(self->hasher, KEY_CALL, sizeof KEY_CALL);
+    if (keys_update_callee(self->hasher, func, !(self->info[site].flags & DS_OPT_NOCODE)) < 0 ||
+        keys_update_args(self->hasher, call_args, call_nargs, kwnames) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_MemoryError) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+            return NULL;
+        Runtime_notify_error(self, "_uncacheable", site);
+        return PyObject_Vectorcall(func, call_args, call_nargs, kwnames);
+    }
+    Runtime_finish_key(self, site, key);
+
+    PyObject *value;
+    const char *why;
+    switch (Runtime_load(self, site, key, &value, &why)) {
+    case LOAD_HIT:
+        Runtime_event(self, "hit", site, "");
+        return value;
+    case LOAD_ERROR:
+        return NULL;
+    case LOAD_MISS:
+        break;
+    }
+    self->misses++;
+    Runtime_event(self, "miss", site, why);
+    double start = monotonic();
+    value = PyObject_Vectorcall(func, call_args, call_nargs, kwnames);
+    if (value == NULL)
+        return NULL;   /* the user's exception, unchanged; nothing stored */
+    double seconds = monotonic() - start;
+    PyObject *name = callee_name(func);
+    int rc = Runtime_save(self, site, key, value, name, seconds);
+    Py_XDECREF(name);
+    if (rc < 0 || (PyErr_Occurred() && (PyErr_ExceptionMatches(PyExc_MemoryError) ||
+                                       PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)))) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    return value;
+}
+
+/* ---- primitives for the Python side (chains, expressions, async) --------- */
+
+static PyObject *
+Runtime_key_result(RuntimeObject *self, Py_ssize_t site, int rc)
+{
+    if (rc < 0) {
+        if (PyErr_ExceptionMatches(PyExc_MemoryError) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+            return NULL;
+        Runtime_notify_error(self, "_uncacheable", site);
+        Py_RETURN_NONE;
+    }
+    unsigned char key[DS_DIGEST_SIZE];
+    Runtime_finish_key(self, site, key);
+    return PyBytes_FromStringAndSize((const char *)key, DS_DIGEST_SIZE);
+}
+
+/* rt.key_call(site, func, *args, **kwargs) -> bytes | None */
+static PyObject *
+Runtime_key_call(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t site;
+    if (nargs < 2) {
+        PyErr_SetString(PyExc_TypeError, "key_call(site, func, *args, **kwargs)");
+        return NULL;
+    }
+    if (Runtime_site(self, args[0], &site) < 0)
+        return NULL;
+    keys_reset(self->hasher);
+    keys_update_bytes(self->hasher, KEY_CALL, sizeof KEY_CALL);
+    int rc = keys_update_callee(self->hasher, args[1], !(self->info[site].flags & DS_OPT_NOCODE));
+    if (rc == 0)
+        rc = keys_update_args(self->hasher, args + 2, nargs - 2, kwnames);
+    return Runtime_key_result(self, site, rc);
+}
+
+/* rt.key_chain(site, root, steps) -> bytes | None */
+static PyObject *
+Runtime_key_chain(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t site;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "key_chain(site, root, steps)");
+        return NULL;
+    }
+    if (Runtime_site(self, args[0], &site) < 0)
+        return NULL;
+    keys_reset(self->hasher);
+    keys_update_bytes(self->hasher, KEY_CHAIN, sizeof KEY_CHAIN);
+    int rc = keys_update_callee(self->hasher, args[1], !(self->info[site].flags & DS_OPT_NOCODE));
+    if (rc == 0)
+        rc = keys_update_object(self->hasher, args[2]);
+    return Runtime_key_result(self, site, rc);
+}
+
+/* rt.key_expr(site, values) -> bytes | None: the statement's text and the
+ * values of the names it reads. */
+static PyObject *
+Runtime_key_expr(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t site;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "key_expr(site, values)");
+        return NULL;
+    }
+    if (Runtime_site(self, args[0], &site) < 0)
+        return NULL;
+    keys_reset(self->hasher);
+    keys_update_bytes(self->hasher, KEY_EXPR, sizeof KEY_EXPR);
+    int rc = keys_update_object(self->hasher, PyTuple_GET_ITEM(PyTuple_GET_ITEM(self->sites, site), 5));
+    if (rc == 0)
+        rc = keys_update_object(self->hasher, args[1]);
+    return Runtime_key_result(self, site, rc);
+}
+
+static int
+key_arg(PyObject *obj, const unsigned char **key)
+{
+    if (!PyBytes_Check(obj) || PyBytes_GET_SIZE(obj) != DS_DIGEST_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "a key is 16 bytes");
+        return -1;
+    }
+    *key = (const unsigned char *)PyBytes_AS_STRING(obj);
+    return 0;
+}
+
+/* rt.load(site, key) -> (True, value) | (False, why) */
+static PyObject *
+Runtime_load_py(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t site;
+    const unsigned char *key;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "load(site, key)");
+        return NULL;
+    }
+    if (Runtime_site(self, args[0], &site) < 0 || key_arg(args[1], &key) < 0)
+        return NULL;
+    PyObject *value;
+    const char *why;
+    switch (Runtime_load(self, site, key, &value, &why)) {
+    case LOAD_HIT:
+        Runtime_event(self, "hit", site, "");
+        return Py_BuildValue("(ON)", Py_True, value);
+    case LOAD_ERROR:
+        return NULL;
+    case LOAD_MISS:
+        break;
+    }
+    self->misses++;
+    Runtime_event(self, "miss", site, why);
+    return Py_BuildValue("(Os)", Py_False, why);
+}
+
+/* rt.save(site, key, value, seconds, callee=None) -> bool */
+static PyObject *
+Runtime_save_py(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t site;
+    const unsigned char *key;
+    if (nargs < 4 || nargs > 5) {
+        PyErr_SetString(PyExc_TypeError, "save(site, key, value, seconds, callee=None)");
+        return NULL;
+    }
+    if (Runtime_site(self, args[0], &site) < 0 || key_arg(args[1], &key) < 0)
+        return NULL;
+    double seconds = PyFloat_AsDouble(args[3]);
+    if (seconds == -1.0 && PyErr_Occurred())
+        return NULL;
+    PyObject *name = NULL;
+    if (nargs == 5 && PyUnicode_Check(args[4]))
+        name = Py_NewRef(args[4]);
+    else if (nargs == 5 && args[4] != Py_None)
+        name = callee_name(args[4]);
+    int rc = Runtime_save(self, site, key, args[2], name, seconds);
+    Py_XDECREF(name);
+    if (rc < 0)
+        return NULL;
+    return PyBool_FromLong(rc == 0);
+}
+
+/* ---- type ---------------------------------------------------------------- */
+
+static int
+Runtime_init(RuntimeObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"store", "filename", "sites", "refresh", "verbose", NULL};
+    PyObject *store, *filename, *sites;
+    int refresh = 0, verbose = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OUO!|pp:Runtime", kwlist, &store, &filename,
+                                     &PyTuple_Type, &sites, &refresh, &verbose))
+        return -1;
+    if (store != Py_None && !Py_IS_TYPE(store, &Store_Type)) {
+        PyErr_SetString(PyExc_TypeError, "store must be a Store or None");
+        return -1;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(sites);
+    site_info *info = PyMem_Calloc(n ? (size_t)n : 1, sizeof *info);
+    if (info == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *s = PyTuple_GET_ITEM(sites, i);
+        if (!PyTuple_Check(s) || PyTuple_GET_SIZE(s) != 6 || !PyUnicode_Check(PyTuple_GET_ITEM(s, 5))) {
+            PyMem_Free(info);
+            PyErr_SetString(PyExc_ValueError, "a site is (line, col, ttl, flags, kind, label)");
+            return -1;
+        }
+        info[i].ttl = PyFloat_AsDouble(PyTuple_GET_ITEM(s, 2));
+        info[i].flags = (int)PyLong_AsLong(PyTuple_GET_ITEM(s, 3));
+        if (PyErr_Occurred()) {
+            PyMem_Free(info);
+            return -1;
+        }
+    }
+    if (self->hasher == NULL && (self->hasher = keys_new()) == NULL) {
+        PyMem_Free(info);
+        return -1;
+    }
+    PyMem_Free(self->info);
+    self->info = info;
+    self->nsites = n;
+    Py_XSETREF(self->store, Py_NewRef(store));
+    Py_XSETREF(self->filename, Py_NewRef(filename));
+    Py_XSETREF(self->sites, Py_NewRef(sites));
+    self->refresh_all = refresh;
+    self->verbose = verbose;
+    return 0;
+}
+
+static int
+Runtime_traverse(RuntimeObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->store);
+    Py_VISIT(self->filename);
+    Py_VISIT(self->sites);
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+static int
+Runtime_clear(RuntimeObject *self)
+{
+    Py_CLEAR(self->store);
+    Py_CLEAR(self->filename);
+    Py_CLEAR(self->sites);
+    return 0;
+}
+
+static void
+Runtime_dealloc(RuntimeObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Runtime_clear(self);
+    if (self->hasher != NULL)
+        keys_free(self->hasher);
+    PyMem_Free(self->info);
+    tp->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Runtime_methods[] = {
+    {"call", (PyCFunction)(void (*)(void))Runtime_call, METH_FASTCALL | METH_KEYWORDS,
+     "call(site, func, *args, **kwargs): func(*args, **kwargs), cached."},
+    {"key_call", (PyCFunction)(void (*)(void))Runtime_key_call, METH_FASTCALL | METH_KEYWORDS,
+     "key_call(site, func, *args, **kwargs) -> bytes | None"},
+    {"key_chain", (PyCFunction)(void (*)(void))Runtime_key_chain, METH_FASTCALL,
+     "key_chain(site, root, steps) -> bytes | None"},
+    {"key_expr", (PyCFunction)(void (*)(void))Runtime_key_expr, METH_FASTCALL,
+     "key_expr(site, values) -> bytes | None"},
+    {"load", (PyCFunction)(void (*)(void))Runtime_load_py, METH_FASTCALL,
+     "load(site, key) -> (True, value) | (False, reason)"},
+    {"save", (PyCFunction)(void (*)(void))Runtime_save_py, METH_FASTCALL,
+     "save(site, key, value, seconds, callee=None) -> bool: whether it was stored"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Runtime_members[] = {
+    {"store", T_OBJECT, offsetof(RuntimeObject, store), 0, "the Store, or None: caching off"},
+    {"filename", T_OBJECT, offsetof(RuntimeObject, filename), READONLY, "the module's file"},
+    {"sites", T_OBJECT, offsetof(RuntimeObject, sites), READONLY,
+     "(line, col, ttl, flags, kind, label) per marker"},
+    {"refresh", T_INT, offsetof(RuntimeObject, refresh_all), 0, "recompute every marked value"},
+    {"verbose", T_INT, offsetof(RuntimeObject, verbose), 0, "report every hit, miss and store"},
+    {"hits", T_LONGLONG, offsetof(RuntimeObject, hits), READONLY, "values loaded this run"},
+    {"misses", T_LONGLONG, offsetof(RuntimeObject, misses), READONLY, "values computed this run"},
+    {"stores", T_LONGLONG, offsetof(RuntimeObject, stores), READONLY, "values stored this run"},
+    {"compute_seconds", T_DOUBLE, offsetof(RuntimeObject, saved), READONLY,
+     "seconds spent computing the values stored this run"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+PyTypeObject Runtime_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "devstash._core.Runtime",
+    .tp_doc = "The cache calls of one rewritten module.",
+    .tp_basicsize = sizeof(RuntimeObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Runtime_init,
+    .tp_dealloc = (destructor)Runtime_dealloc,
+    .tp_traverse = (traverseproc)Runtime_traverse,
+    .tp_clear = (inquiry)Runtime_clear,
+    .tp_methods = Runtime_methods,
+    .tp_members = Runtime_members,
+};

@@ -1,1 +1,25 @@
-"""stub"""
+"""devstash: cache the results of marked lines across runs of a script.
+
+Mark a slow or costly line with a trailing ``# @devstash`` comment and call
+:func:`activate` near the top of the script; the next run loads the value
+instead of computing it. ``import devstash`` stays cheap: the C core, pickle
+and logging load only when they are needed.
+"""
+import sys as _sys
+
+__version__ = "0.2.0"
+__all__ = ["activate", "__version__"]
+
+
+def activate() -> None:
+    """Run the rest of the calling script with its ``# @devstash`` markers live.
+
+    Called at the top level of the main script, it reads that script again,
+    rewrites the marked lines into cached calls and runs everything after this
+    call in the real ``__main__`` module; the process then exits with the
+    script's own exit status. With no marker in the script it returns at once.
+    ``DEVSTASH_SKIP_REWRITE=1`` turns it off.
+    """
+    from ._activate import activate_main
+
+    activate_main(_sys._getframe(1))

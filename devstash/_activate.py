@@ -1,1 +1,61 @@
-"""stub"""
+"""activate(): run the rest of the main script, rewritten, as the real __main__."""
+import os
+import sys
+
+from . import _core
+from . import _runtime
+
+_done = False
+
+
+def skip_requested() -> bool:
+    """DEVSTASH_SKIP_REWRITE=1 (or true, yes) turns devstash off."""
+    return os.environ.get("DEVSTASH_SKIP_REWRITE", "").strip().lower() in ("1", "true", "yes")
+
+
+def activate_main(frame) -> None:
+    global _done
+    if _done or skip_requested():
+        return
+    _done = True
+    main = sys.modules.get("__main__")
+    namespace = getattr(main, "__dict__", None)
+    if frame.f_globals is not namespace:
+        return  # called from an imported module: nothing of the main script to rewrite
+    if frame.f_code.co_name != "<module>":
+        raise RuntimeError(
+            f"{frame.f_code.co_filename}:{frame.f_lineno}: devstash.activate() must be called "
+            "at the top level of the script, not inside a function"
+        )
+    path = namespace.get("__file__") or (sys.argv[0] if sys.argv else "")
+    try:
+        with open(path, "rb") as f:
+            source = f.read()
+    except OSError:
+        return  # python -c, an interactive session, a zipapp: no script file to read
+    if not _core.has_marker(source) or not _core.markers(source):
+        return  # nothing to cache: the script goes on untouched, never re-executed
+    store = _runtime.open_store()
+    try:
+        code, sites = _runtime.compile_module(source, path, frame.f_lineno, store)
+    except _core.MarkerError as exc:
+        import traceback
+
+        sys.stderr.write("".join(traceback.format_exception_only(type(exc), exc)))
+        raise SystemExit(1) from None
+    namespace[_core.RUNTIME_NAME] = _runtime.Runtime(store, path, sites)
+    run_code(code, namespace)
+
+
+def run_code(code, namespace) -> None:
+    """Executes the rest of the script and exits as the script would have."""
+    try:
+        exec(code, namespace)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        tb = _runtime.user_traceback(exc.__traceback__)
+        exc.__traceback__ = tb
+        sys.excepthook(type(exc), exc, tb)
+        raise SystemExit(1) from None
+    raise SystemExit(0)

@@ -1,1 +1,205 @@
-"""stub"""
+"""Policy around the C runtime: where the store lives, what is warned about,
+and the cached forms that need Python (chains, plain expressions, async)."""
+import atexit
+import marshal
+import os
+import sys
+import time
+
+from . import __version__, _core
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_stores = {}
+
+
+def cache_dir() -> str:
+    """The cache folder: $DEVSTASH_CACHE_DIR, else ./.devstash_cache."""
+    return os.path.abspath(os.environ.get("DEVSTASH_CACHE_DIR") or ".devstash_cache")
+
+
+def open_store():
+    """The process's Store for the cache folder, or None (warned) when the
+    folder cannot be used: the script then runs uncached."""
+    path = cache_dir()
+    store = _stores.get(path)
+    if store is None and path not in _stores:
+        try:
+            store = _core.Store(path)
+        except (OSError, _core.StoreError) as exc:
+            warn(f"cannot use the cache folder {path} ({exc}); running uncached")
+            store = None
+        else:
+            atexit.register(_flush, store)
+        _stores[path] = store
+    return store
+
+
+def _flush(store) -> None:
+    try:
+        store.flush()
+    except Exception as exc:  # noqa: BLE001 - at exit, a report is all we can do
+        warn(f"could not record hit counts ({exc})")
+
+
+def code_key(source: bytes, filename: str, resume_line: int) -> bytes:
+    """The code cache's key: the source and where it runs from, this Python
+    and this devstash (a new version may rewrite differently)."""
+    return _core.hash_value(
+        ("code", source, filename, resume_line, sys.implementation.cache_tag, __version__)
+    )
+
+
+def compile_module(source: bytes, filename: str, resume_line: int, store):
+    """(code, sites) for source, from the store's code cache when the same
+    source was rewritten before by this Python and this devstash."""
+    key = code_key(source, filename, resume_line)
+    if store is not None:
+        try:
+            data = store.get_code(key)
+            if data is not None:
+                return marshal.loads(data)
+        except Exception:  # noqa: BLE001 - an unreadable cache entry means: rewrite again
+            pass
+    code, sites = _core.rewrite(source, filename, resume_line)
+    if store is not None:
+        try:
+            store.put_code(key, marshal.dumps((code, sites)))
+        except Exception:  # noqa: BLE001 - the next run rewrites again, that is all
+            pass
+    return code, sites
+
+
+# ---- reporting -------------------------------------------------------------
+
+def _logger():
+    import logging
+
+    return logging.getLogger("devstash")
+
+
+def warn(message: str) -> None:
+    """One line on stderr through the "devstash" logger (Python's last-resort
+    handler prints warnings even when logging is not configured)."""
+    _logger().warning("devstash: %s", message)
+
+
+def _describe(exc) -> str:
+    return f"{type(exc).__name__}: {exc}" if exc is not None else "unknown error"
+
+
+class Runtime(_core.Runtime):
+    """The object a rewritten module calls as ``@devstash``."""
+
+    def __init__(self, store, filename, sites, **kwargs):
+        refresh = os.environ.get("DEVSTASH_REFRESH", "").strip().lower() in ("1", "true", "yes")
+        super().__init__(store, filename, sites, refresh=refresh, **kwargs)
+        self._warned = set()
+
+    def _where(self, site) -> str:
+        return f"{os.path.basename(self.filename)}:{self.sites[site][0]}"
+
+    def _warn_once(self, site, what, message) -> None:
+        if (site, what) not in self._warned:
+            self._warned.add((site, what))
+            warn(f"{self._where(site)}: {message}")
+
+    # -- callbacks from the C runtime
+    def _unhashable(self, site, names):
+        kinds = ", ".join(sorted(set(names)))
+        self._warn_once(site, "unhashable", f"arguments of type {kinds} are keyed by their type only")
+
+    def _uncacheable(self, site, exc):
+        self._warn_once(site, "uncacheable", f"arguments cannot be keyed ({_describe(exc)}); not cached")
+
+    def _unpicklable(self, site, exc):
+        self._warn_once(site, "unpicklable", f"result cannot be pickled ({_describe(exc)}); not cached")
+
+    def _unreadable(self, site, exc):
+        self._warn_once(site, "unreadable", f"cached value cannot be loaded ({_describe(exc)}); recomputed")
+
+    def _store_failed(self, site, exc):
+        warn(f"{self._where(site)}: the cache failed ({_describe(exc)}); running uncached from here")
+        self.store = None
+
+    def _event(self, kind, site, detail):
+        _logger().info("%s %s%s", kind, self._where(site), f" ({detail})" if detail else "")
+
+    # -- cached forms the rewriter emits besides call()
+    def _compute(self, site, key, compute, callee):
+        start = time.perf_counter()
+        value = compute()
+        if key is not None:
+            self.save(site, key, value, time.perf_counter() - start, callee)
+        return value
+
+    def chain(self, site, root, steps):
+        key = self.key_chain(site, root, steps)
+        if key is not None:
+            hit, value = self.load(site, key)
+            if hit:
+                return value
+        return self._compute(site, key, lambda: run_chain(root, steps), root)
+
+    def expr(self, site, thunk, values):
+        try:
+            names = values()
+        except NameError:  # a name the expression may never read is unbound
+            return thunk()
+        key = self.key_expr(site, names)
+        if key is not None:
+            hit, value = self.load(site, key)
+            if hit:
+                return value
+        return self._compute(site, key, thunk, None)
+
+    async def acall(self, site, func, *args, **kwargs):
+        key = self.key_call(site, func, *args, **kwargs)
+        if key is not None:
+            hit, value = self.load(site, key)
+            if hit:
+                return value
+        start = time.perf_counter()
+        value = await func(*args, **kwargs)
+        if key is not None:
+            self.save(site, key, value, time.perf_counter() - start, func)
+        return value
+
+    async def achain(self, site, root, steps):
+        key = self.key_chain(site, root, steps)
+        if key is not None:
+            hit, value = self.load(site, key)
+            if hit:
+                return value
+        start = time.perf_counter()
+        value = await run_chain(root, steps)
+        if key is not None:
+            self.save(site, key, value, time.perf_counter() - start, root)
+        return value
+
+
+def run_chain(value, steps):
+    """Applies chain steps: ("c", args, kwargs), ("a", name), ("i", index)."""
+    for step in steps:
+        kind = step[0]
+        if kind == "c":
+            value = value(*step[1], **step[2])
+        elif kind == "a":
+            value = getattr(value, step[1])
+        else:
+            value = value[step[1]]
+    return value
+
+
+def user_traceback(tb):
+    """tb without devstash's own frames, so the user sees only their code."""
+    import types
+
+    kept = []
+    while tb is not None:
+        if not tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            kept.append(tb)
+        tb = tb.tb_next
+    result = None
+    for entry in reversed(kept):
+        result = types.TracebackType(result, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
+    return result
