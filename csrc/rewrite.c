@@ -996,11 +996,115 @@ error:
     return NULL;
 }
 
+/* The statement that binds the module's runtime, placed first:
+ *   @devstash = __import__("devstash._runtime", None, None, ("runtime_for",), 0)
+ *                   .runtime_for(FILENAME, SITES)
+ * so the code runs the same wherever it is executed (activate(), the import
+ * hook, runpy, a notebook cell) and can be cached as it is. */
+static PyObject *
+prologue_statement(PyObject *filename, PyObject *sites, PyObject *loc)
+{
+    PyObject *load = NULL, *store = NULL, *import_id = NULL, *import_name = NULL;
+    PyObject *consts = NULL, *import_args = NULL, *import_call = NULL, *attr = NULL;
+    PyObject *method = NULL, *call_args = NULL, *call = NULL, *target_id = NULL;
+    PyObject *target = NULL, *targets = NULL, *empty = NULL, *result = NULL;
+    if ((load = load_ctx()) == NULL || (store = PyObject_Call(T.Store, T.empty_tuple, NULL)) == NULL)
+        goto done;
+    if ((import_id = PyUnicode_FromString("__import__")) == NULL ||
+        (import_name = node_new(T.Name, loc, "id", import_id, "ctx", load, NULL)) == NULL)
+        goto done;
+    consts = Py_BuildValue("(sOO(s)i)", "devstash._runtime", Py_None, Py_None, "runtime_for", 0);
+    if (consts == NULL || (import_args = PyList_New(0)) == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(consts); i++) {
+        PyObject *c = make_constant(PyTuple_GET_ITEM(consts, i), loc);
+        if (c == NULL || PyList_Append(import_args, c) < 0) {
+            Py_XDECREF(c);
+            goto done;
+        }
+        Py_DECREF(c);
+    }
+    if ((empty = PyList_New(0)) == NULL)
+        goto done;
+    if ((import_call = node_new(T.Call, loc, "func", import_name, "args", import_args,
+                                "keywords", empty, NULL)) == NULL)
+        goto done;
+    if ((attr = PyUnicode_FromString("runtime_for")) == NULL ||
+        (method = node_new(T.Attribute, loc, "value", import_call, "attr", attr, "ctx", load, NULL)) == NULL)
+        goto done;
+    PyObject *fn = make_constant(filename, loc), *st = make_constant(sites, loc);
+    call_args = (fn && st) ? Py_BuildValue("[OO]", fn, st) : NULL;
+    Py_XDECREF(fn);
+    Py_XDECREF(st);
+    if (call_args == NULL)
+        goto done;
+    if ((call = node_new(T.Call, loc, "func", method, "args", call_args, "keywords", empty, NULL)) == NULL)
+        goto done;
+    if ((target_id = PyUnicode_FromString(DS_RUNTIME_NAME)) == NULL ||
+        (target = node_new(T.Name, loc, "id", target_id, "ctx", store, NULL)) == NULL ||
+        (targets = Py_BuildValue("[O]", target)) == NULL)
+        goto done;
+    result = node_new(T.Assign, loc, "targets", targets, "value", call, "type_comment", Py_None, NULL);
+done:
+    Py_XDECREF(load);
+    Py_XDECREF(store);
+    Py_XDECREF(import_id);
+    Py_XDECREF(import_name);
+    Py_XDECREF(consts);
+    Py_XDECREF(import_args);
+    Py_XDECREF(import_call);
+    Py_XDECREF(attr);
+    Py_XDECREF(method);
+    Py_XDECREF(call_args);
+    Py_XDECREF(call);
+    Py_XDECREF(target_id);
+    Py_XDECREF(target);
+    Py_XDECREF(targets);
+    Py_XDECREF(empty);
+    return result;
+}
+
+/* Puts the prologue first in the tree's body (after `from __future__`
+ * imports, which must stay first). */
+static int
+insert_prologue(PyObject *tree, PyObject *filename, PyObject *sites)
+{
+    PyObject *body = PyObject_GetAttrString(tree, "body");
+    if (body == NULL)
+        return -1;
+    Py_ssize_t at = 0;
+    while (at < PyList_GET_SIZE(body) && is_a(PyList_GET_ITEM(body, at), T.ImportFrom)) {
+        PyObject *mod = PyObject_GetAttrString(PyList_GET_ITEM(body, at), "module");
+        int future = mod != NULL && PyUnicode_Check(mod) &&
+                     PyUnicode_CompareWithASCIIString(mod, "__future__") == 0;
+        Py_XDECREF(mod);
+        if (!future)
+            break;
+        at++;
+    }
+    int rc = -1;
+    PyObject *loc = at < PyList_GET_SIZE(body) ? PyList_GET_ITEM(body, at)
+                    : PyList_GET_SIZE(body) ? PyList_GET_ITEM(body, 0) : NULL;
+    PyObject *stmt;
+    if (loc == NULL) {   /* nothing runs after activate(): no prologue needed */
+        Py_DECREF(body);
+        return 0;
+    }
+    stmt = prologue_statement(filename, sites, loc);
+    if (stmt != NULL) {
+        rc = PyList_Insert(body, at, stmt);
+        Py_DECREF(stmt);
+    }
+    Py_DECREF(body);
+    return rc;
+}
+
 PyObject *
 rewrite_py_rewrite(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"source", "filename", "resume_line", NULL};
     PyObject *source, *filename, *tree = NULL, *body = NULL, *code = NULL, *result = NULL;
+    PyObject *sites = NULL;
     long resume_line = 0;
     marker_list markers = {0};
     stmt_list stmts = {0};
@@ -1063,16 +1167,17 @@ rewrite_py_rewrite(PyObject *module, PyObject *args, PyObject *kwargs)
         if (rc < 0)
             goto done;
     }
+    if ((sites = PyList_AsTuple(rw.sites)) == NULL)
+        goto done;
+    if (markers.n > 0 && insert_prologue(tree, filename, sites) < 0)
+        goto done;
     /* dont_inherit: devstash's own future flags must not leak into user code */
     code = PyObject_CallFunction(T.compile, "OOsii", tree, filename, "exec", 0, 1);
     if (code == NULL)
         goto done;
-    PyObject *sites = PyList_AsTuple(rw.sites);
-    if (sites != NULL) {
-        result = PyTuple_Pack(2, code, sites);
-        Py_DECREF(sites);
-    }
+    result = PyTuple_Pack(2, code, sites);
 done:
+    Py_XDECREF(sites);
     PyMem_Free(markers.items);
     PyMem_Free(stmts.items);
     Py_XDECREF(rw.sites);

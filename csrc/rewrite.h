@@ -15,7 +15,10 @@
  *     -> (code, sites)
  * resume_line > 0: the script already ran up to the activate() call on that
  * line; the code holds the statements after it (and re-defines the marked
- * functions and classes defined before it). Raises MarkerError. */
+ * functions and classes defined before it). Raises MarkerError.
+ * When there are markers, the code starts by binding its runtime:
+ *   @devstash = devstash._runtime.runtime_for(filename, sites)
+ * so it runs the same under activate(), the import hook and runpy. */
 PyObject *rewrite_py_rewrite(PyObject *module, PyObject *args, PyObject *kwargs);
 
 int rewrite_module_init(PyObject *module);

@@ -43,7 +43,6 @@ def activate_main(frame) -> None:
 
         sys.stderr.write("".join(traceback.format_exception_only(type(exc), exc)))
         raise SystemExit(1) from None
-    namespace[_core.RUNTIME_NAME] = _runtime.Runtime(store, path, sites)
     run_code(code, namespace)
 
 

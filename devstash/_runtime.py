@@ -177,6 +177,11 @@ class Runtime(_core.Runtime):
         return value
 
 
+def runtime_for(filename: str, sites: tuple) -> Runtime:
+    """The runtime a rewritten module binds first thing (see rewrite.h)."""
+    return Runtime(open_store(), filename, sites)
+
+
 def run_chain(value, steps):
     """Applies chain steps: ("c", args, kwargs), ("a", name), ("i", index)."""
     for step in steps:
