@@ -3,9 +3,10 @@ import os
 import sys
 
 from . import _core
+from . import _hook
 from . import _runtime
 
-_done = False
+_done = False  # activate() runs once per process
 
 
 def skip_requested() -> bool:
@@ -13,21 +14,28 @@ def skip_requested() -> bool:
     return os.environ.get("DEVSTASH_SKIP_REWRITE", "").strip().lower() in ("1", "true", "yes")
 
 
-def activate_main(frame) -> None:
+def mark_active() -> None:
+    """From now on activate() does nothing: `devstash run` has done its work."""
     global _done
+    _done = True
+
+
+def activate_main(frame) -> None:
     if _done or skip_requested():
         return
-    _done = True
+    mark_active()
     main = sys.modules.get("__main__")
     namespace = getattr(main, "__dict__", None)
+    path = namespace.get("__file__") if namespace else None
+    _hook.install(path)
     if frame.f_globals is not namespace:
-        return  # called from an imported module: nothing of the main script to rewrite
+        return  # called from an imported module: the hook is all there is to do
     if frame.f_code.co_name != "<module>":
         raise RuntimeError(
             f"{frame.f_code.co_filename}:{frame.f_lineno}: devstash.activate() must be called "
             "at the top level of the script, not inside a function"
         )
-    path = namespace.get("__file__") or (sys.argv[0] if sys.argv else "")
+    path = path or (sys.argv[0] if sys.argv else "")
     try:
         with open(path, "rb") as f:
             source = f.read()
@@ -39,11 +47,16 @@ def activate_main(frame) -> None:
     try:
         code, sites = _runtime.compile_module(source, path, frame.f_lineno, store)
     except _core.MarkerError as exc:
-        import traceback
-
-        sys.stderr.write("".join(traceback.format_exception_only(type(exc), exc)))
-        raise SystemExit(1) from None
+        report_marker_error(exc)
     run_code(code, namespace)
+
+
+def report_marker_error(exc) -> None:
+    """Prints a marker error as Python prints a SyntaxError, and exits."""
+    import traceback
+
+    sys.stderr.write("".join(traceback.format_exception_only(type(exc), exc)))
+    raise SystemExit(1)
 
 
 def run_code(code, namespace) -> None:

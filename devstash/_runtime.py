@@ -12,6 +12,25 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _stores = {}
 
 
+def _library_prefixes():
+    """Folders whose code is not the user's: the standard library, every
+    site-packages on sys.path, devstash itself."""
+    prefixes = {os.path.join(os.path.dirname(os.path.abspath(os.__file__)), ""),
+                os.path.join(_PACKAGE_DIR, "")}
+    for entry in sys.path:
+        if os.path.basename(entry.rstrip(os.sep)) in ("site-packages", "dist-packages"):
+            prefixes.add(os.path.join(os.path.abspath(entry), ""))
+    return tuple(sorted(prefixes))
+
+
+LIBRARY_PREFIXES = _library_prefixes()
+_core.set_library_prefixes(LIBRARY_PREFIXES)
+
+
+def is_library_file(filename: str) -> bool:
+    return filename.startswith(LIBRARY_PREFIXES) or f"{os.sep}site-packages{os.sep}" in filename
+
+
 def cache_dir() -> str:
     """The cache folder: $DEVSTASH_CACHE_DIR, else ./.devstash_cache."""
     return os.path.abspath(os.environ.get("DEVSTASH_CACHE_DIR") or ".devstash_cache")
