@@ -8,6 +8,9 @@
 #define DS_OPT_REFRESH 0x1   /* recompute and replace on every run */
 #define DS_OPT_NOCODE  0x2   /* leave the callee's code out of the key */
 
+/* Size of an error buffer that holds any message options_parse writes. */
+#define DS_OPTIONS_ERRLEN 512
+
 typedef struct {
     double ttl;    /* seconds; 0 means no expiry */
     int flags;     /* DS_OPT_* */
