@@ -1133,7 +1133,7 @@ rewrite_py_rewrite(PyObject *module, PyObject *args, PyObject *kwargs)
      * first bad marker in the file. */
     for (Py_ssize_t i = 0; i < markers.n; i++) {
         marker *m = &markers.items[i];
-        char why[256];
+        char why[DS_OPTIONS_ERRLEN];
         if (options_parse(rw.src + m->opt_start, m->opt_end - m->opt_start, &m->options, why,
                           sizeof why) < 0) {
             marker_error(filename, rw.src, rw.len, m, why);

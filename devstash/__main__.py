@@ -35,11 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # `devstash run -m mod args...`: everything after the module belongs to it
-    if len(argv) >= 3 and argv[0] == "run" and argv[1] == "-m":
+    # `devstash run [-m] target args...`: everything after the target belongs
+    # to it, options included, as with python itself
+    if len(argv) >= 2 and argv[0] == "run" and argv[1] not in ("-h", "--help"):
         from . import _run
 
-        _run.run_module(argv[2], argv[3:])
-        return 0
+        if argv[1] == "-m" and len(argv) >= 3:
+            _run.run_module(argv[2], argv[3:])
+            return 0
+        if not argv[1].startswith("-"):
+            _run.run_path(argv[1], argv[2:])
+            return 0
     ns = build_parser().parse_args(argv)
     return ns.handler(ns)
 
