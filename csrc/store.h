@@ -40,7 +40,10 @@ typedef struct {
 } ds_entry;
 
 /* Read transaction around lookups. store_read_begin returns 0 or -1 with an
- * exception set. */
+ * exception set. Calls nest (Python code run between them may read again):
+ * records stay valid until the outermost store_read_end. No malloc, no
+ * Python object. Between them the store cannot be closed, and a store_write
+ * that would need to grow the map fails, so end the read before writing. */
 int store_read_begin(StoreObject *s);
 void store_read_end(StoreObject *s);
 
@@ -52,7 +55,8 @@ int store_lookup(StoreObject *s, const unsigned char key[DS_DIGEST_SIZE],
 int store_write(StoreObject *s, const unsigned char key[DS_DIGEST_SIZE],
                 const ds_entry *e);
 
-/* Counts a hit in memory; written to "meta" by store_flush (at exit). */
+/* Counts a hit in memory; written to "meta" by store_flush (at exit) or at
+ * close. A no-op on a read-only store. */
 int store_note_hit(StoreObject *s, const unsigned char key[DS_DIGEST_SIZE],
                    double when);
 
