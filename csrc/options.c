@@ -212,7 +212,7 @@ options_parse(const char *text, Py_ssize_t len, ds_options *out,
             out->flags |= flag;
         } else if (word_is(w, n, "ttl") || word_is(w, n, "ttl=")) {
             set_error(err, errlen, "option ", w, n,
-                      " needs a value: write ttl=DURATION such as ttl=30m or ttl=1h30m");
+                      " needs a value: write ttl=DURATION such as ttl=30m or ttl=1h30m, with units s, m, h, d, w");
             goto error;
         } else if (word_starts(w, n, "ttl=")) {
             again = seen_ttl;

@@ -115,7 +115,9 @@ class Runtime(_core.Runtime):
         self._warned = set()
 
     def _where(self, site) -> str:
-        return f"{os.path.basename(self.filename)}:{self.sites[site][0]}"
+        """file:line and the marked statement, as warnings name a call."""
+        line, _col, _ttl, _flags, _kind, label = self.sites[site]
+        return f"{os.path.basename(self.filename)}:{line}: {label.splitlines()[0] if label else ''}"
 
     def _warn_once(self, site, what, message) -> None:
         if (site, what) not in self._warned:

@@ -37,6 +37,14 @@ class ScriptRunner:
         return proc
 
 
+def line_of(path, text):
+    """1-based number of the first line of the file at path that contains text."""
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if text in line:
+            return number
+    raise AssertionError(f"{text!r} not in {path}")
+
+
 @pytest.fixture
 def scripts(tmp_path):
     return ScriptRunner(tmp_path)

@@ -5,6 +5,7 @@ import pickle
 import stat
 
 import pytest
+from conftest import line_of
 
 HEADER = """
 import devstash
@@ -195,7 +196,7 @@ v = len("x")  # @devstash ttl={bad}
 
 
 def test_unpicklable_result_warns_once_and_returns_the_real_value(scripts):
-    scripts.write("script.py", HEADER + """
+    path = scripts.write("script.py", HEADER + """
 import threading
 def make():
     print("making")
@@ -208,7 +209,7 @@ for i in range(3):
         proc = scripts.run()
         assert lines(proc) == ["making", "lock"] * 3
         assert proc.stderr.count("cannot be pickled") == 1
-        assert "script.py:6" in proc.stderr
+        assert f"script.py:{line_of(path, 'lock = make()')}: lock = make()" in proc.stderr
 
 
 def test_exception_in_marked_call_reaches_user_code_and_nothing_is_stored(scripts):
@@ -248,7 +249,7 @@ print("v", v)
 
 
 def test_stored_value_is_a_pickle_of_the_result(scripts):
-    scripts.write("script.py", HEADER + """
+    path = scripts.write("script.py", HEADER + """
 def slow():
     return {"a": [1, 2, 3]}
 v = slow()  # @devstash
@@ -262,7 +263,7 @@ v = slow()  # @devstash
         created, data, buffers = store.get(entries[0]["key"])
         assert pickle.loads(data, buffers=buffers) == {"a": [1, 2, 3]}
         assert entries[0]["callee"] == "__main__.slow"
-        assert entries[0]["site"].endswith("script.py:5")
+        assert entries[0]["site"] == f"{path}:{line_of(path, 'v = slow()')}"
 
 
 def test_script_without_markers_is_not_rewritten(scripts):
