@@ -53,6 +53,11 @@ PyObject *keys_py_hash_call(PyObject *module, PyObject *const *args,
 /* _core.set_library_prefixes(tuple_of_str) -> None. */
 PyObject *keys_py_set_library_prefixes(PyObject *module, PyObject *prefixes);
 
+/* Interns the names the hasher looks up and adds two more functions:
+ *   _core.hash_call_ex(callee, *args, **kwargs) -> (bytes, tuple[str, ...]):
+ *       hash_call's key and the types keyed by type only (keys_unhashable);
+ *   _core.hash_code(func) -> bytes | None: the code part of a function's
+ *       key, None when the function is not the user's own (keyed by name). */
 int keys_module_init(PyObject *module);
 
 #endif /* DEVSTASH_KEYS_H */
