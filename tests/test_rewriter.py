@@ -65,9 +65,10 @@ class Model:
         print("computing predict", self.w, x)
         return self.w * x
 m1, m2 = Model(2), Model(3)
-print(m1.predict(5))  # @devstash
-print(m2.predict(5))  # @devstash
-""", ["10", "15"], 2)
+a = m1.predict(5)  # @devstash
+b = m2.predict(5)  # @devstash
+print(a, b)
+""", ["10 15"], 2)
 
 
 def test_chain_on_hit_runs_nothing(scripts):
@@ -98,7 +99,8 @@ class Q:
 def q(n):
     return Q(n)
 k = int(sys.argv[1])
-print(q(2).times(k))  # @devstash
+r = q(2).times(k)  # @devstash
+print(r)
 """)
     assert values(scripts.run("script.py", "3")) == ["6"]
     assert values(scripts.run("script.py", "4")) == ["8"]
