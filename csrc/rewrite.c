@@ -1102,16 +1102,17 @@ insert_prologue(PyObject *tree, PyObject *filename, PyObject *sites)
 PyObject *
 rewrite_py_rewrite(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"source", "filename", "resume_line", NULL};
+    static char *kwlist[] = {"source", "filename", "resume_line", "tree", NULL};
     PyObject *source, *filename, *tree = NULL, *body = NULL, *code = NULL, *result = NULL;
     PyObject *sites = NULL;
     long resume_line = 0;
+    int want_tree = 0;
     marker_list markers = {0};
     stmt_list stmts = {0};
     rewriter rw = {0};
     DS_UNUSED(module);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "SU|l:rewrite", kwlist, &source, &filename,
-                                     &resume_line))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "SU|lp:rewrite", kwlist, &source, &filename,
+                                     &resume_line, &want_tree))
         return NULL;
     rw.filename = filename;
     rw.src = markers.src = PyBytes_AS_STRING(source);
@@ -1171,6 +1172,10 @@ rewrite_py_rewrite(PyObject *module, PyObject *args, PyObject *kwargs)
         goto done;
     if (markers.n > 0 && insert_prologue(tree, filename, sites) < 0)
         goto done;
+    if (want_tree) {   /* for hosts that compile trees themselves (IPython) */
+        result = PyTuple_Pack(2, tree, sites);
+        goto done;
+    }
     /* dont_inherit: devstash's own future flags must not leak into user code */
     code = PyObject_CallFunction(T.compile, "OOsii", tree, filename, "exec", 0, 1);
     if (code == NULL)

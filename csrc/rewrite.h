@@ -11,8 +11,9 @@
  * names and is never mangled inside classes. */
 #define DS_RUNTIME_NAME "@devstash"
 
-/* _core.rewrite(source: bytes, filename: str, resume_line: int = 0)
- *     -> (code, sites)
+/* _core.rewrite(source: bytes, filename: str, resume_line: int = 0,
+ *               tree: bool = False) -> (code, sites)
+ * tree=True returns the rewritten ast.Module instead of code.
  * resume_line > 0: the script already ran up to the activate() call on that
  * line; the code holds the statements after it (and re-defines the marked
  * functions and classes defined before it). Raises MarkerError.
