@@ -12,12 +12,15 @@
  *   _event(kind, site, detail) hits, misses and stores, when `verbose` is set
  */
 #include "runtime.h"
+#include "claims.h"
 #include "keys.h"
 #include "options.h"
 #include "store.h"
 
+#include <errno.h>
 #include <structmember.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct {
     double ttl;
@@ -32,6 +35,11 @@ typedef struct {
     site_info *info;
     Py_ssize_t nsites;
     ds_hasher *hasher;
+    int hashing;            /* hasher in use: a __reduce__ that calls a marked
+                               function re-enters; it gets a hasher of its own */
+    int claims_fd;          /* see claims.h; -1 when none */
+    pid_t claims_pid;       /* process that opened claims_fd: reopen after fork */
+    double wait_seconds;    /* longest wait for another process's result */
     int refresh_all;        /* DEVSTASH_REFRESH: recompute every marked value */
     int verbose;            /* call _event for every hit, miss and store */
     long long hits, misses, stores;
@@ -150,14 +158,42 @@ Runtime_site(RuntimeObject *self, PyObject *arg, Py_ssize_t *site)
     return 0;
 }
 
+/* A hasher for one key: the runtime's own, or a fresh one when the own one
+ * is busy (hashing an argument ran user code that called a marked function).
+ * NULL with MemoryError. Pair with Runtime_key_end. */
+static ds_hasher *
+Runtime_key_begin(RuntimeObject *self, const char *domain, size_t len)
+{
+    ds_hasher *h = self->hasher;
+    if (self->hashing) {
+        if ((h = keys_new()) == NULL)
+            return NULL;
+    }
+    else
+        self->hashing = 1;
+    keys_reset(h);
+    keys_update_bytes(h, domain, len);
+    return h;
+}
+
+static void
+Runtime_key_end(RuntimeObject *self, ds_hasher *h)
+{
+    if (h == self->hasher)
+        self->hashing = 0;
+    else
+        keys_free(h);
+}
+
 /* After a key was fed: reports substituted types, writes the digest. */
 static void
-Runtime_finish_key(RuntimeObject *self, Py_ssize_t site, unsigned char key[DS_DIGEST_SIZE])
+Runtime_finish_key(RuntimeObject *self, ds_hasher *h, Py_ssize_t site,
+                   unsigned char key[DS_DIGEST_SIZE])
 {
-    PyObject *names = keys_unhashable(self->hasher);
+    PyObject *names = keys_unhashable(h);
     if (names != NULL && PyList_GET_SIZE(names) > 0)
         Runtime_notify(self, "_unhashable", site, names);
-    keys_digest(self->hasher, key);
+    keys_digest(h, key);
 }
 
 /* ---- load and save -------------------------------------------------------- */
@@ -359,6 +395,77 @@ callee_name(PyObject *callee)
     return name;
 }
 
+/* ---- waiting for another process's result ------------------------------- */
+
+/* The claims fd for this process, opened on first use (and again in a
+ * forked child: the parent's open file description, and so its claims, must
+ * not be shared). -1 when claims cannot be used: then nobody waits. */
+static int
+Runtime_claims_fd(RuntimeObject *self)
+{
+    pid_t pid = getpid();
+    if (self->claims_pid == pid)
+        return self->claims_fd;
+    if (self->claims_fd >= 0)
+        close(self->claims_fd);   /* the parent keeps its own descriptor */
+    self->claims_fd = -1;
+    self->claims_pid = pid;
+    PyObject *path = self->store ? PyObject_GetAttrString(self->store, "path") : NULL;
+    const char *folder = path != NULL && PyUnicode_Check(path) ? PyUnicode_AsUTF8(path) : NULL;
+    if (folder != NULL)
+        self->claims_fd = claims_open(folder);
+    Py_XDECREF(path);
+    PyErr_Clear();
+    return self->claims_fd;
+}
+
+/* Claims key before a miss computes it. While another process holds the
+ * claim, waits (GIL released) for its value, up to wait_seconds; then
+ * computes anyway. LOAD_HIT: the value arrived (*value); LOAD_MISS: compute
+ * (*claimed: whether we hold the claim, to release after storing);
+ * LOAD_ERROR: interrupted by a signal while waiting. */
+static load_result
+Runtime_claim(RuntimeObject *self, Py_ssize_t site, const unsigned char key[DS_DIGEST_SIZE],
+              PyObject **value, int *claimed)
+{
+    const char *why;
+    double waited = 0, pause = 0.001;
+    int fd = Runtime_claims_fd(self);
+    *claimed = 0;
+    *value = NULL;
+    if (fd < 0 || self->refresh_all || (self->info[site].flags & DS_OPT_REFRESH))
+        return LOAD_MISS;
+    for (;;) {
+        int r = claims_try(fd, key);
+        if (r < 0)
+            return LOAD_MISS;
+        if (r == 1) {
+            /* The holder may have stored and released just before we
+             * claimed: look once more, so the value is not computed twice. */
+            *claimed = 1;
+            load_result again = Runtime_load(self, site, key, value, &why);
+            if (again != LOAD_MISS) {
+                claims_release(fd, key);
+                *claimed = 0;
+            }
+            return again;
+        }
+        if (waited >= self->wait_seconds)
+            return LOAD_MISS;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(pause * 1e9)};
+        Py_BEGIN_ALLOW_THREADS
+        nanosleep(&ts, NULL);
+        Py_END_ALLOW_THREADS
+        waited += pause;
+        pause = pause * 2 > 0.05 ? 0.05 : pause * 2;
+        if (PyErr_CheckSignals() < 0)
+            return LOAD_ERROR;
+        load_result done = Runtime_load(self, site, key, value, &why);
+        if (done != LOAD_MISS)
+            return done;
+    }
+}
+
 /* ---- rt.call: the hit path ----------------------------------------------- */
 
 static PyObject *
@@ -378,16 +485,19 @@ Runtime_call(RuntimeObject *self, PyObject *const *args, size_t nargsf, PyObject
         return PyObject_Vectorcall(func, call_args, call_nargs, kwnames);
 
     unsigned char key[DS_DIGEST_SIZE];
-    keys_reset(self->hasher);
-    keys_update_bytes(self->hasher, KEY_CALL, sizeof KEY_CALL);
-    if (keys_update_callee(self->hasher, func, !(self->info[site].flags & DS_OPT_NOCODE)) < 0 ||
-        keys_update_args(self->hasher, call_args, call_nargs, kwnames) < 0) {
+    ds_hasher *h = Runtime_key_begin(self, KEY_CALL, sizeof KEY_CALL);
+    if (h == NULL)
+        return NULL;
+    if (keys_update_callee(h, func, !(self->info[site].flags & DS_OPT_NOCODE)) < 0 ||
+        keys_update_args(h, call_args, call_nargs, kwnames) < 0) {
+        Runtime_key_end(self, h);
         if (PyErr_ExceptionMatches(PyExc_MemoryError) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
             return NULL;
         Runtime_notify_error(self, "_uncacheable", site);
         return PyObject_Vectorcall(func, call_args, call_nargs, kwnames);
     }
-    Runtime_finish_key(self, site, key);
+    Runtime_finish_key(self, h, site, key);
+    Runtime_key_end(self, h);
 
     PyObject *value;
     const char *why;
@@ -400,37 +510,47 @@ Runtime_call(RuntimeObject *self, PyObject *const *args, size_t nargsf, PyObject
     case LOAD_MISS:
         break;
     }
+    int claimed = 0;
+    switch (Runtime_claim(self, site, key, &value, &claimed)) {
+    case LOAD_HIT:
+        Runtime_event(self, "hit", site, "computed by another process");
+        return value;
+    case LOAD_ERROR:
+        return NULL;
+    case LOAD_MISS:
+        break;
+    }
     self->misses++;
     Runtime_event(self, "miss", site, why);
     double start = monotonic();
     value = PyObject_Vectorcall(func, call_args, call_nargs, kwnames);
-    if (value == NULL)
-        return NULL;   /* the user's exception, unchanged; nothing stored */
-    double seconds = monotonic() - start;
-    PyObject *name = callee_name(func);
-    int rc = Runtime_save(self, site, key, value, name, seconds);
-    Py_XDECREF(name);
-    if (rc < 0 || (PyErr_Occurred() && (PyErr_ExceptionMatches(PyExc_MemoryError) ||
-                                       PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)))) {
-        Py_DECREF(value);
-        return NULL;
+    if (value != NULL) {
+        /* the user's exception passes unchanged; nothing is stored */
+        double seconds = monotonic() - start;
+        PyObject *name = callee_name(func);
+        Runtime_save(self, site, key, value, name, seconds);
+        Py_XDECREF(name);
     }
+    if (claimed)
+        claims_release(self->claims_fd, key);
     return value;
 }
 
 /* ---- primitives for the Python side (chains, expressions, async) --------- */
 
 static PyObject *
-Runtime_key_result(RuntimeObject *self, Py_ssize_t site, int rc)
+Runtime_key_result(RuntimeObject *self, ds_hasher *h, Py_ssize_t site, int rc)
 {
     if (rc < 0) {
+        Runtime_key_end(self, h);
         if (PyErr_ExceptionMatches(PyExc_MemoryError) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
             return NULL;
         Runtime_notify_error(self, "_uncacheable", site);
         Py_RETURN_NONE;
     }
     unsigned char key[DS_DIGEST_SIZE];
-    Runtime_finish_key(self, site, key);
+    Runtime_finish_key(self, h, site, key);
+    Runtime_key_end(self, h);
     return PyBytes_FromStringAndSize((const char *)key, DS_DIGEST_SIZE);
 }
 
@@ -445,12 +565,13 @@ Runtime_key_call(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs, P
     }
     if (Runtime_site(self, args[0], &site) < 0)
         return NULL;
-    keys_reset(self->hasher);
-    keys_update_bytes(self->hasher, KEY_CALL, sizeof KEY_CALL);
-    int rc = keys_update_callee(self->hasher, args[1], !(self->info[site].flags & DS_OPT_NOCODE));
+    ds_hasher *h = Runtime_key_begin(self, KEY_CALL, sizeof KEY_CALL);
+    if (h == NULL)
+        return NULL;
+    int rc = keys_update_callee(h, args[1], !(self->info[site].flags & DS_OPT_NOCODE));
     if (rc == 0)
-        rc = keys_update_args(self->hasher, args + 2, nargs - 2, kwnames);
-    return Runtime_key_result(self, site, rc);
+        rc = keys_update_args(h, args + 2, nargs - 2, kwnames);
+    return Runtime_key_result(self, h, site, rc);
 }
 
 /* rt.key_chain(site, root, steps) -> bytes | None */
@@ -464,12 +585,13 @@ Runtime_key_chain(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (Runtime_site(self, args[0], &site) < 0)
         return NULL;
-    keys_reset(self->hasher);
-    keys_update_bytes(self->hasher, KEY_CHAIN, sizeof KEY_CHAIN);
-    int rc = keys_update_callee(self->hasher, args[1], !(self->info[site].flags & DS_OPT_NOCODE));
+    ds_hasher *h = Runtime_key_begin(self, KEY_CHAIN, sizeof KEY_CHAIN);
+    if (h == NULL)
+        return NULL;
+    int rc = keys_update_callee(h, args[1], !(self->info[site].flags & DS_OPT_NOCODE));
     if (rc == 0)
-        rc = keys_update_object(self->hasher, args[2]);
-    return Runtime_key_result(self, site, rc);
+        rc = keys_update_object(h, args[2]);
+    return Runtime_key_result(self, h, site, rc);
 }
 
 /* rt.key_expr(site, values) -> bytes | None: the statement's text and the
@@ -484,12 +606,13 @@ Runtime_key_expr(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (Runtime_site(self, args[0], &site) < 0)
         return NULL;
-    keys_reset(self->hasher);
-    keys_update_bytes(self->hasher, KEY_EXPR, sizeof KEY_EXPR);
-    int rc = keys_update_object(self->hasher, PyTuple_GET_ITEM(PyTuple_GET_ITEM(self->sites, site), 5));
+    ds_hasher *h = Runtime_key_begin(self, KEY_EXPR, sizeof KEY_EXPR);
+    if (h == NULL)
+        return NULL;
+    int rc = keys_update_object(h, PyTuple_GET_ITEM(PyTuple_GET_ITEM(self->sites, site), 5));
     if (rc == 0)
-        rc = keys_update_object(self->hasher, args[1]);
-    return Runtime_key_result(self, site, rc);
+        rc = keys_update_object(h, args[1]);
+    return Runtime_key_result(self, h, site, rc);
 }
 
 static int
@@ -605,6 +728,9 @@ Runtime_init(RuntimeObject *self, PyObject *args, PyObject *kwargs)
     Py_XSETREF(self->sites, Py_NewRef(sites));
     self->refresh_all = refresh;
     self->verbose = verbose;
+    self->claims_fd = -1;
+    self->claims_pid = 0;
+    self->wait_seconds = 300.0;
     return 0;
 }
 
@@ -635,6 +761,8 @@ Runtime_dealloc(RuntimeObject *self)
     Runtime_clear(self);
     if (self->hasher != NULL)
         keys_free(self->hasher);
+    if (self->claims_fd >= 0 && self->claims_pid == getpid())
+        close(self->claims_fd);
     PyMem_Free(self->info);
     tp->tp_free((PyObject *)self);
 }
@@ -662,6 +790,8 @@ static PyMemberDef Runtime_members[] = {
      "(line, col, ttl, flags, kind, label) per marker"},
     {"refresh", T_INT, offsetof(RuntimeObject, refresh_all), 0, "recompute every marked value"},
     {"verbose", T_INT, offsetof(RuntimeObject, verbose), 0, "report every hit, miss and store"},
+    {"wait_seconds", T_DOUBLE, offsetof(RuntimeObject, wait_seconds), 0,
+     "longest wait for another process computing the same key"},
     {"hits", T_LONGLONG, offsetof(RuntimeObject, hits), READONLY, "values loaded this run"},
     {"misses", T_LONGLONG, offsetof(RuntimeObject, misses), READONLY, "values computed this run"},
     {"stores", T_LONGLONG, offsetof(RuntimeObject, stores), READONLY, "values stored this run"},

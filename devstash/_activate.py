@@ -48,6 +48,7 @@ def activate_main(frame) -> None:
         code, sites = _runtime.compile_module(source, path, frame.f_lineno, store)
     except _core.MarkerError as exc:
         report_marker_error(exc)
+    _runtime.announce(f"caching {len(sites)} marked line{'s' * (len(sites) != 1)} of {os.path.basename(path)}")
     run_code(code, namespace)
 
 

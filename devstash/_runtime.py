@@ -36,28 +36,74 @@ def cache_dir() -> str:
     return os.path.abspath(os.environ.get("DEVSTASH_CACHE_DIR") or ".devstash_cache")
 
 
+_runtimes = []
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
 def open_store():
     """The process's Store for the cache folder, or None (warned) when the
     folder cannot be used: the script then runs uncached."""
     path = cache_dir()
     store = _stores.get(path)
     if store is None and path not in _stores:
+        if not _stores:
+            atexit.register(_at_exit)
         try:
             store = _core.Store(path)
         except (OSError, _core.StoreError) as exc:
             warn(f"cannot use the cache folder {path} ({exc}); running uncached")
             store = None
-        else:
-            atexit.register(_flush, store)
         _stores[path] = store
     return store
 
 
-def _flush(store) -> None:
-    try:
-        store.flush()
-    except Exception as exc:  # noqa: BLE001 - at exit, a report is all we can do
-        warn(f"could not record hit counts ({exc})")
+def _at_exit() -> None:
+    """Writes the hit counts, then says in one line what the cache did."""
+    for store in _stores.values():
+        if store is None:
+            continue
+        try:
+            store.flush()
+        except Exception as exc:  # noqa: BLE001 - at exit, a report is all we can do
+            warn(f"could not record hit counts ({exc})")
+    hits = sum(rt.hits for rt in _runtimes)
+    misses = sum(rt.misses for rt in _runtimes)
+    stored = sum(rt.stores for rt in _runtimes)
+    if (hits or stored) and not _env_flag("DEVSTASH_QUIET"):
+        seconds = sum(rt.compute_seconds for rt in _runtimes)
+        sys.stderr.write(
+            f"devstash: {hits} hit{'s' * (hits != 1)}, {misses} miss{'es' * (misses != 1)}, "
+            f"{stored} stored ({seconds:.2f} s computed)\n"
+        )
+
+
+def announce(what: str) -> None:
+    """The one line that says devstash is active (DEVSTASH_QUIET=1: none)."""
+    if not _env_flag("DEVSTASH_QUIET"):
+        sys.stderr.write(f"devstash: {what} (cache: {cache_dir()})\n")
+
+
+def _configure_logging() -> bool:
+    """DEVSTASH_LOG=info|debug sends the "devstash" logger to stderr; true
+    when hits, misses and stores should be reported one by one."""
+    level = os.environ.get("DEVSTASH_LOG", "").strip().upper()
+    if level not in ("INFO", "DEBUG"):
+        return False
+    import logging
+
+    logger = logging.getLogger("devstash")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    return True
+
+
+VERBOSE = _configure_logging()
 
 
 def code_key(source: bytes, filename: str, resume_line: int) -> bytes:
@@ -109,10 +155,17 @@ def _describe(exc) -> str:
 class Runtime(_core.Runtime):
     """The object a rewritten module calls as ``@devstash``."""
 
-    def __init__(self, store, filename, sites, **kwargs):
-        refresh = os.environ.get("DEVSTASH_REFRESH", "").strip().lower() in ("1", "true", "yes")
-        super().__init__(store, filename, sites, refresh=refresh, **kwargs)
+    def __init__(self, store, filename, sites):
+        super().__init__(store, filename, sites, refresh=_env_flag("DEVSTASH_REFRESH"),
+                         verbose=VERBOSE)
+        wait = os.environ.get("DEVSTASH_WAIT")
+        if wait:
+            try:
+                self.wait_seconds = _core.parse_duration(wait)
+            except ValueError as exc:
+                warn(f"DEVSTASH_WAIT: {exc}; waiting up to {self.wait_seconds:.0f} s")
         self._warned = set()
+        _runtimes.append(self)
 
     def _where(self, site) -> str:
         """file:line and the marked statement, as warnings name a call."""

@@ -20,7 +20,9 @@ class ScriptRunner:
 
     def run(self, name="script.py", *args, env=None, check=True, input=None):
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("DEVSTASH_")}
+        full_env["DEVSTASH_QUIET"] = "1"  # tests of the status lines turn them back on
         full_env.update(env or {})
+        full_env = {k: v for k, v in full_env.items() if v is not None}
         proc = subprocess.run(
             [sys.executable, name, *args],
             cwd=self.folder,

@@ -1,0 +1,52 @@
+"""What devstash tells the user: the status lines, the log, refresh."""
+from conftest import line_of
+
+SCRIPT = """
+import devstash
+devstash.activate()
+def slow(x):
+    print("computing", x)
+    return x * 3
+a = slow(1)  # @devstash
+b = slow(2)  # @devstash
+print(a, b)
+"""
+
+
+def test_one_status_line_when_active_and_one_summary_at_exit(scripts):
+    scripts.write("script.py", SCRIPT)
+    loud = {"DEVSTASH_QUIET": None}
+    first = scripts.run(env=loud)
+    assert first.stderr.splitlines() == [
+        f"devstash: caching 2 marked lines of script.py (cache: {scripts.folder}/.devstash_cache)",
+        "devstash: 0 hits, 2 misses, 2 stored (0.00 s computed)",
+    ]
+    second = scripts.run(env=loud)
+    assert second.stderr.splitlines()[1] == "devstash: 2 hits, 0 misses, 0 stored (0.00 s computed)"
+    quiet = scripts.run(env={"DEVSTASH_QUIET": "1"})
+    assert quiet.stderr == ""
+
+
+def test_log_reports_each_hit_miss_and_store_with_the_reason(scripts):
+    path = scripts.write("script.py", SCRIPT)
+    line = line_of(path, "a = slow(1)")
+    first = scripts.run(env={"DEVSTASH_LOG": "info"})
+    assert f"devstash: miss script.py:{line}: a = slow(1)  # @devstash (new arguments)" in first.stderr
+    assert f"devstash: store script.py:{line}: a = slow(1)  # @devstash" in first.stderr
+    second = scripts.run(env={"DEVSTASH_LOG": "info"})
+    assert f"devstash: hit script.py:{line}: a = slow(1)  # @devstash" in second.stderr
+    assert "miss" not in second.stderr
+
+
+def test_refresh_environment_recomputes_every_value(scripts):
+    scripts.write("script.py", SCRIPT)
+    scripts.run()
+    again = scripts.run(env={"DEVSTASH_REFRESH": "1"})
+    assert again.stdout.splitlines() == ["computing 1", "computing 2", "3 6"]
+    assert scripts.run().stdout.splitlines() == ["3 6"]
+
+
+def test_refresh_option_recomputes_one_line(scripts):
+    scripts.write("script.py", SCRIPT.replace("b = slow(2)  # @devstash", "b = slow(2)  # @devstash refresh"))
+    scripts.run()
+    assert scripts.run().stdout.splitlines() == ["computing 2", "3 6"]
