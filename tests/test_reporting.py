@@ -31,10 +31,10 @@ def test_log_reports_each_hit_miss_and_store_with_the_reason(scripts):
     path = scripts.write("script.py", SCRIPT)
     line = line_of(path, "a = slow(1)")
     first = scripts.run(env={"DEVSTASH_LOG": "info"})
-    assert f"devstash: miss script.py:{line}: a = slow(1)  # @devstash (new arguments)" in first.stderr
-    assert f"devstash: store script.py:{line}: a = slow(1)  # @devstash" in first.stderr
+    assert f"devstash: miss script.py:{line}: a = slow(1) (new arguments)" in first.stderr
+    assert f"devstash: store script.py:{line}: a = slow(1)" in first.stderr
     second = scripts.run(env={"DEVSTASH_LOG": "info"})
-    assert f"devstash: hit script.py:{line}: a = slow(1)  # @devstash" in second.stderr
+    assert f"devstash: hit script.py:{line}: a = slow(1)" in second.stderr
     assert "miss" not in second.stderr
 
 
