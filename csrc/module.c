@@ -52,7 +52,7 @@ core_exec(PyObject *module)
         return -1;
     if (PyModule_AddStringConstant(module, "RUNTIME_NAME", DS_RUNTIME_NAME) < 0)
         return -1;
-    if (keys_module_init(module) < 0 || rewrite_module_init(module) < 0)
+    if (keys_module_init(module) < 0)
         return -1;
     return 0;
 }

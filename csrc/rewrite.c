@@ -37,17 +37,20 @@ static struct {
     PyObject *empty_tuple;
 } T;
 
-int
-rewrite_module_init(PyObject *module)
+/* Loads the _ast types on the first rewrite, not at import: a warm run takes
+ * its code from the cache and never needs them. */
+static int ast_types_loaded;
+
+static int
+rewrite_ready(void)
 {
-    DS_UNUSED(module);
-    if (T.AST != NULL)
+    if (ast_types_loaded)
         return 0;
     PyObject *ast = PyImport_ImportModule("_ast");
     if (ast == NULL)
         return -1;
     int rc = -1;
-#define LOAD(name) if ((T.name = PyObject_GetAttrString(ast, #name)) == NULL) goto done;
+#define LOAD(name) Py_XSETREF(T.name, PyObject_GetAttrString(ast, #name)); if (T.name == NULL) goto done;
     LOAD(Assign) LOAD(AnnAssign) LOAD(AugAssign) LOAD(Expr) LOAD(Return)
     LOAD(FunctionDef) LOAD(AsyncFunctionDef) LOAD(ClassDef)
     LOAD(If) LOAD(With) LOAD(AsyncWith) LOAD(Try)
@@ -59,19 +62,21 @@ rewrite_module_init(PyObject *module)
     LOAD(Module) LOAD(AST)
 #undef LOAD
     /* TryStar exists from 3.11 on. */
-    T.TryStar = PyObject_GetAttrString(ast, "TryStar");
+    Py_XSETREF(T.TryStar, PyObject_GetAttrString(ast, "TryStar"));
     if (T.TryStar == NULL) {
         PyErr_Clear();
         T.TryStar = Py_NewRef(Py_None);
     }
-    T.compile = PyDict_GetItemString(PyEval_GetBuiltins(), "compile");
-    if (T.compile == NULL) {
+    PyObject *compile = PyDict_GetItemString(PyEval_GetBuiltins(), "compile");
+    if (compile == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "builtins.compile is missing");
         goto done;
     }
-    Py_INCREF(T.compile);
-    if ((T.empty_tuple = PyTuple_New(0)) == NULL)
+    Py_XSETREF(T.compile, Py_NewRef(compile));
+    Py_XSETREF(T.empty_tuple, PyTuple_New(0));
+    if (T.empty_tuple == NULL)
         goto done;
+    ast_types_loaded = 1;
     rc = 0;
 done:
     Py_DECREF(ast);
@@ -1111,6 +1116,8 @@ rewrite_py_rewrite(PyObject *module, PyObject *args, PyObject *kwargs)
     stmt_list stmts = {0};
     rewriter rw = {0};
     DS_UNUSED(module);
+    if (rewrite_ready() < 0)
+        return NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "SU|lp:rewrite", kwlist, &source, &filename,
                                      &resume_line, &want_tree))
         return NULL;

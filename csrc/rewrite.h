@@ -22,6 +22,4 @@
  * so it runs the same under activate(), the import hook and runpy. */
 PyObject *rewrite_py_rewrite(PyObject *module, PyObject *args, PyObject *kwargs);
 
-int rewrite_module_init(PyObject *module);
-
 #endif /* DEVSTASH_REWRITE_H */

@@ -18,6 +18,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <marshal.h>
 #include <structmember.h>
 #include <time.h>
 #include <unistd.h>
@@ -198,12 +199,65 @@ Runtime_finish_key(RuntimeObject *self, ds_hasher *h, Py_ssize_t site,
 
 /* ---- load and save -------------------------------------------------------- */
 
+/* Values made only of exact built-in types (numbers, str, bytes, and
+ * tuples, lists, dicts, sets of them) are stored with marshal: loading them
+ * needs no pickle module, whose import costs milliseconds at start-up, and
+ * is faster. Everything else is pickled with protocol 5. A pickle always
+ * starts with its PROTO opcode 0x80, which starts no marshal stream, so the
+ * first byte says which one a stored value is. */
+#define PICKLE_PROTO_OPCODE 0x80
+
+static int
+marshal_safe(PyObject *v, int depth)
+{
+    if (depth > 64)
+        return 0;
+    if (v == Py_None || v == Py_Ellipsis || PyBool_Check(v))
+        return 1;
+    PyTypeObject *t = Py_TYPE(v);
+    if (t == &PyLong_Type || t == &PyFloat_Type || t == &PyComplex_Type ||
+        t == &PyUnicode_Type || t == &PyBytes_Type)
+        return 1;
+    if (t == &PyTuple_Type || t == &PyList_Type) {
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(v); i++)
+            if (!marshal_safe(PySequence_Fast_GET_ITEM(v, i), depth + 1))
+                return 0;
+        return 1;
+    }
+    if (t == &PyDict_Type) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(v, &pos, &key, &value))
+            if (!marshal_safe(key, depth + 1) || !marshal_safe(value, depth + 1))
+                return 0;
+        return 1;
+    }
+    if (t == &PySet_Type || t == &PyFrozenSet_Type) {
+        PyObject *it = PyObject_GetIter(v), *item;
+        int ok = it != NULL;
+        while (ok && (item = PyIter_Next(it)) != NULL) {
+            ok = marshal_safe(item, depth + 1);
+            Py_DECREF(item);
+        }
+        Py_XDECREF(it);
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        return ok;
+    }
+    return 0;
+}
+
 /* Unpickles a record read from the map. Buffers are copied once into
  * bytearrays (the map is only valid inside the read transaction). */
 static PyObject *
 Runtime_unpickle(const ds_record *rec)
 {
     PyObject *view = NULL, *buffers = NULL, *value = NULL;
+    int pickled = rec->pickle_len > 0 && (unsigned char)rec->pickle[0] == PICKLE_PROTO_OPCODE;
+    if (!pickled && rec->nbuffers == 0)
+        return PyMarshal_ReadObjectFromString(rec->pickle, (Py_ssize_t)rec->pickle_len);
     if (pickle_ready() < 0)
         return NULL;
     view = PyMemoryView_FromMemory((char *)rec->pickle, (Py_ssize_t)rec->pickle_len, PyBUF_READ);
@@ -230,10 +284,13 @@ Runtime_unpickle(const ds_record *rec)
 done:
     /* The view points into the map: make sure nothing can use it later. */
     if (Py_REFCNT(view) > 1) {
+        PyObject *type, *exc, *tb;
+        PyErr_Fetch(&type, &exc, &tb);
         PyObject *r = PyObject_CallMethod(view, "release", NULL);
         if (r == NULL)
             PyErr_Clear();
         Py_XDECREF(r);
+        PyErr_Restore(type, exc, tb);
     }
     Py_DECREF(view);
     Py_XDECREF(buffers);
@@ -312,12 +369,19 @@ Runtime_save(RuntimeObject *self, Py_ssize_t site, const unsigned char key[DS_DI
     int rc = 1;
     if (store == NULL)
         return 1;
-    if (pickle_ready() < 0)
+    if ((buffers = PyList_New(0)) == NULL)
         goto failed;
-    if ((buffers = PyList_New(0)) == NULL || (append = PyObject_GetAttrString(buffers, "append")) == NULL)
-        goto failed;
-    PyObject *argv[3] = {value, protocol_5, append};
-    pickled = PyObject_Vectorcall(pickle_dumps, argv, 2, dumps_kwnames);
+    if (marshal_safe(value, 0)) {
+        pickled = PyMarshal_WriteObjectToString(value, Py_MARSHAL_VERSION);
+        if (pickled == NULL)
+            PyErr_Clear();   /* too large for marshal: pickle it */
+    }
+    if (pickled == NULL) {
+        if (pickle_ready() < 0 || (append = PyObject_GetAttrString(buffers, "append")) == NULL)
+            goto failed;
+        PyObject *argv[3] = {value, protocol_5, append};
+        pickled = PyObject_Vectorcall(pickle_dumps, argv, 2, dumps_kwnames);
+    }
     if (pickled == NULL) {
         if (PyErr_ExceptionMatches(PyExc_MemoryError) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
             goto failed;

@@ -134,6 +134,17 @@ def compile_module(source: bytes, filename: str, resume_line: int, store):
     return code, sites
 
 
+def decode_value(data: bytes, buffers=()):
+    """A stored value back as an object: a pickle (protocol 5, out-of-band
+    buffers) or, for values made of exact built-in types, marshal data. A
+    pickle starts with 0x80, which no marshal stream does (see runtime.c)."""
+    if data[:1] == b"\x80":
+        import pickle
+
+        return pickle.loads(data, buffers=buffers)
+    return marshal.loads(data)
+
+
 # ---- reporting -------------------------------------------------------------
 
 def _logger():

@@ -1,7 +1,6 @@
 """The quickstart promise, end to end: a marked line computes on the first
 run and loads on the next, through real scripts run twice."""
 import os
-import pickle
 import stat
 
 import pytest
@@ -248,7 +247,7 @@ print("v", v)
         assert ".devstash_cache" in proc.stderr
 
 
-def test_stored_value_is_a_pickle_of_the_result(scripts):
+def test_stored_value_decodes_to_the_result(scripts):
     path = scripts.write("script.py", HEADER + """
 def slow():
     return {"a": [1, 2, 3]}
@@ -256,12 +255,13 @@ v = slow()  # @devstash
 """)
     scripts.run()
     from devstash import _core
+    from devstash._runtime import decode_value
 
     with _core.Store(str(scripts.folder / ".devstash_cache")) as store:
         entries = store.entries()
         assert len(entries) == 1
         created, data, buffers = store.get(entries[0]["key"])
-        assert pickle.loads(data, buffers=buffers) == {"a": [1, 2, 3]}
+        assert decode_value(data, buffers) == {"a": [1, 2, 3]}
         assert entries[0]["callee"] == "__main__.slow"
         assert entries[0]["site"] == f"{path}:{line_of(path, 'v = slow()')}"
 
@@ -274,3 +274,23 @@ print(sys._getframe().f_code.co_name, "# @devstash in a string is no marker")
     proc = scripts.run()
     assert lines(proc) == ["<module> # @devstash in a string is no marker"]
     assert not (scripts.folder / ".devstash_cache").exists()
+
+
+def test_custom_objects_are_stored_as_protocol_5_pickles(scripts):
+    scripts.write("script.py", HEADER + """
+import fractions
+def make():
+    return fractions.Fraction(1, 3)
+v = make()  # @devstash
+""")
+    scripts.run()
+    import pickle
+    import pickletools
+    from devstash import _core
+
+    with _core.Store(str(scripts.folder / ".devstash_cache")) as store:
+        (entry,) = store.entries()
+        created, data, buffers = store.get(entry["key"])
+    first_opcode, protocol, _pos = next(pickletools.genops(data))
+    assert first_opcode.name == "PROTO" and protocol == 5
+    assert str(pickle.loads(data)) == "1/3"
