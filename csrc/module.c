@@ -1,6 +1,7 @@
 /* devstash._core: registers the functions and types of the other files.
  * Nothing else lives here. */
 #include "util.h"
+#include "buffer.h"
 #include "keys.h"
 #include "options.h"
 #include "rewrite.h"
@@ -49,6 +50,8 @@ core_exec(PyObject *module)
     if (PyModule_AddType(module, &Store_Type) < 0)
         return -1;
     if (PyModule_AddType(module, &Runtime_Type) < 0)
+        return -1;
+    if (PyModule_AddType(module, &Buffer_Type) < 0)
         return -1;
     if (PyModule_AddStringConstant(module, "RUNTIME_NAME", DS_RUNTIME_NAME) < 0)
         return -1;

@@ -12,6 +12,7 @@
  *   _event(kind, site, detail) hits, misses and stores, when `verbose` is set
  */
 #include "runtime.h"
+#include "buffer.h"
 #include "claims.h"
 #include "keys.h"
 #include "options.h"
@@ -273,7 +274,7 @@ Runtime_unpickle(const ds_record *rec)
             const char *data;
             size_t len;
             store_record_buffer(rec, i, &data, &len);
-            PyObject *copy = PyByteArray_FromStringAndSize(data, (Py_ssize_t)len);
+            PyObject *copy = buffer_copy(data, len);
             if (copy == NULL)
                 goto done;
             PyList_SET_ITEM(buffers, i, copy);
