@@ -294,3 +294,20 @@ v = make()  # @devstash
     first_opcode, protocol, _pos = next(pickletools.genops(data))
     assert first_opcode.name == "PROTO" and protocol == 5
     assert str(pickle.loads(data)) == "1/3"
+
+
+def test_large_array_result_round_trips_writable(scripts):
+    pytest.importorskip("numpy")
+    scripts.write("script.py", HEADER + """
+import numpy as np
+def make(n):
+    print("computing")
+    return np.arange(n, dtype=np.float32).reshape(-1, 1000)
+a = make(4_000_000)  # @devstash
+a[0, 0] = -1.0
+print(a.shape, a.dtype, a.flags.writeable, float(a[1:].sum()), a[0, 0])
+""")
+    first = scripts.run().stdout.splitlines()
+    assert first[0] == "computing"
+    assert scripts.run().stdout.splitlines() == first[1:]
+    assert first[1].startswith("(4000, 1000) float32 True")
