@@ -9,9 +9,7 @@ from . import _runtime
 _done = False  # activate() runs once per process
 
 
-def skip_requested() -> bool:
-    """DEVSTASH_SKIP_REWRITE=1 (or true, yes) turns devstash off."""
-    return os.environ.get("DEVSTASH_SKIP_REWRITE", "").strip().lower() in ("1", "true", "yes")
+skip_requested = _runtime.skip_requested
 
 
 def mark_active() -> None:

@@ -43,6 +43,11 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
 
 
+def skip_requested() -> bool:
+    """DEVSTASH_SKIP_REWRITE=1 (or true, yes) turns devstash off."""
+    return _env_flag("DEVSTASH_SKIP_REWRITE")
+
+
 def open_store():
     """The process's Store for the cache folder, or None (warned) when the
     folder cannot be used: the script then runs uncached."""
@@ -238,7 +243,7 @@ class Runtime(_core.Runtime):
         return self._compute(site, key, thunk, None)
 
     async def acall(self, site, func, *args, **kwargs):
-        key = self.key_call(site, func, *args, **kwargs)
+        key = self.key_call(site, func, *args, **kwargs) if self.store is not None else None
         if key is not None:
             hit, value = self.load(site, key)
             if hit:
