@@ -204,6 +204,23 @@ done:
     return result;
 }
 
+/* Makes room for one more item in a PyMem array. 0, or -1 with MemoryError. */
+static int
+array_reserve(void **items, Py_ssize_t n, Py_ssize_t *cap, size_t item_size, Py_ssize_t first_cap)
+{
+    if (n < *cap)
+        return 0;
+    Py_ssize_t new_cap = *cap ? *cap * 2 : first_cap;
+    void *grown = PyMem_Realloc(*items, (size_t)new_cap * item_size);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *items = grown;
+    *cap = new_cap;
+    return 0;
+}
+
 /* ---- markers -------------------------------------------------------------- */
 
 typedef struct {
@@ -228,16 +245,8 @@ collect_marker(void *ctx, const ds_comment *c)
     Py_ssize_t os, oe;
     if (!scanner_is_marker(list->src, c, &os, &oe))
         return 0;
-    if (list->n == list->cap) {
-        Py_ssize_t cap = list->cap ? list->cap * 2 : 8;
-        marker *items = PyMem_Realloc(list->items, (size_t)cap * sizeof *items);
-        if (items == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        list->items = items;
-        list->cap = cap;
-    }
+    if (array_reserve((void **)&list->items, list->n, &list->cap, sizeof *list->items, 8) < 0)
+        return -1;
     list->items[list->n++] = (marker){
         .line = c->line, .col = c->col, .start = c->start, .end = c->end,
         .opt_start = os, .opt_end = oe, .own_line = c->own_line,
@@ -304,16 +313,8 @@ stmt_list_add(stmt_list *list, PyObject *node, int simple)
     long col = node_int(node, "col_offset");
     if (PyErr_Occurred())
         return -1;
-    if (list->n == list->cap) {
-        Py_ssize_t cap = list->cap ? list->cap * 2 : 64;
-        stmt_pos *items = PyMem_Realloc(list->items, (size_t)cap * sizeof *items);
-        if (items == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        list->items = items;
-        list->cap = cap;
-    }
+    if (array_reserve((void **)&list->items, list->n, &list->cap, sizeof *list->items, 64) < 0)
+        return -1;
     list->items[list->n++] = (stmt_pos){node, line, end, col, simple};
     return 0;
 }
