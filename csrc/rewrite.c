@@ -245,8 +245,10 @@ collect_marker(void *ctx, const ds_comment *c)
     Py_ssize_t os, oe;
     if (!scanner_is_marker(list->src, c, &os, &oe))
         return 0;
-    if (array_reserve((void **)&list->items, list->n, &list->cap, sizeof *list->items, 8) < 0)
+    void *items = list->items;
+    if (array_reserve(&items, list->n, &list->cap, sizeof *list->items, 8) < 0)
         return -1;
+    list->items = items;
     list->items[list->n++] = (marker){
         .line = c->line, .col = c->col, .start = c->start, .end = c->end,
         .opt_start = os, .opt_end = oe, .own_line = c->own_line,
@@ -313,8 +315,10 @@ stmt_list_add(stmt_list *list, PyObject *node, int simple)
     long col = node_int(node, "col_offset");
     if (PyErr_Occurred())
         return -1;
-    if (array_reserve((void **)&list->items, list->n, &list->cap, sizeof *list->items, 64) < 0)
+    void *items = list->items;
+    if (array_reserve(&items, list->n, &list->cap, sizeof *list->items, 64) < 0)
         return -1;
+    list->items = items;
     list->items[list->n++] = (stmt_pos){node, line, end, col, simple};
     return 0;
 }
