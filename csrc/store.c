@@ -81,6 +81,7 @@ typedef struct ds_env {
     size_t psize;           /* LMDB page size */
     size_t allocated;       /* data.mdb is fallocate'd up to here */
     int no_fallocate;       /* the file system cannot */
+    int stale_readers;      /* reader slots of dead processes cleared at open */
     dev_t dev;
     ino_t ino;
     struct ds_env *next;
@@ -568,6 +569,7 @@ env_acquire(PyObject *path, const char *fspath, size_t map_size, int rdonly)
         store_raise(rc, "check readers", path);
         goto error;
     }
+    e->stale_readers = dead;   /* reported by check_readers() */
     if (env_open_tables(e) < 0)
         goto error;
     e->refs = 1;
@@ -1056,43 +1058,15 @@ typedef struct {
     ds_meta meta;
 } write_ctx;
 
+/* Writes the metadata record of key k inside txn: callee and site by
+ * reference to a shared site record when that is shorter than the strings
+ * themselves. Fills m->inline_site and m->site_id. An LMDB code. */
 static int
-write_fill(StoreObject *s, MDB_txn *txn, void *arg, const char **what)
+meta_write(StoreObject *s, MDB_txn *txn, MDB_val *k, ds_meta *m, const char **what)
 {
-    write_ctx *c = arg;
     ds_env *e = s->env;
-    const ds_entry *en = c->entry;
-    MDB_val k = {DS_DIGEST_SIZE, (void *)c->key}, v = {c->record_size, NULL};
     int rc;
 
-    /* The value: header, pickle and buffers copied straight into the
-     * space LMDB reserves in its page. */
-    *what = "write value";
-    if ((rc = mdb_put(txn, e->values, &k, &v, MDB_RESERVE)) != 0)
-        return rc;
-    unsigned char *p = v.mv_data;
-    p[0] = VALUES_MAGIC;
-    put_f64(p + 1, en->created);
-    p = put_varint(p + 9, en->pickle_len);
-    p = put_varint(p, (uint64_t)c->nviews);
-    uint64_t offset = 0;
-    for (Py_ssize_t i = 0; i < c->nviews; i++) {
-        offset += (uint64_t)c->views[i].len;
-        put_u64(p, offset);
-        p += 8;
-    }
-    if (en->pickle_len)
-        memcpy(p, en->pickle, en->pickle_len);
-    p += en->pickle_len;
-    for (Py_ssize_t i = 0; i < c->nviews; i++) {
-        if (c->views[i].len)
-            memcpy(p, c->views[i].buf, (size_t)c->views[i].len);
-        p += c->views[i].len;
-    }
-
-    /* Where the entry came from: by reference to a shared site record when
-     * that is shorter than the strings themselves. */
-    ds_meta *m = &c->meta;
     size_t blob = site_blob_size(m);
     m->inline_site = blob <= 8;
     if (!m->inline_site) {
@@ -1129,10 +1103,46 @@ write_fill(StoreObject *s, MDB_txn *txn, void *arg, const char **what)
     }
     MDB_val mv = {meta_size(m), NULL};
     *what = "write metadata";
-    if ((rc = mdb_put(txn, e->meta, &k, &mv, MDB_RESERVE)) != 0)
+    if ((rc = mdb_put(txn, e->meta, k, &mv, MDB_RESERVE)) != 0)
         return rc;
     meta_encode(m, mv.mv_data);
     return 0;
+}
+
+static int
+write_fill(StoreObject *s, MDB_txn *txn, void *arg, const char **what)
+{
+    write_ctx *c = arg;
+    ds_env *e = s->env;
+    const ds_entry *en = c->entry;
+    MDB_val k = {DS_DIGEST_SIZE, (void *)c->key}, v = {c->record_size, NULL};
+    int rc;
+
+    /* The value: header, pickle and buffers copied straight into the
+     * space LMDB reserves in its page. */
+    *what = "write value";
+    if ((rc = mdb_put(txn, e->values, &k, &v, MDB_RESERVE)) != 0)
+        return rc;
+    unsigned char *p = v.mv_data;
+    p[0] = VALUES_MAGIC;
+    put_f64(p + 1, en->created);
+    p = put_varint(p + 9, en->pickle_len);
+    p = put_varint(p, (uint64_t)c->nviews);
+    uint64_t offset = 0;
+    for (Py_ssize_t i = 0; i < c->nviews; i++) {
+        offset += (uint64_t)c->views[i].len;
+        put_u64(p, offset);
+        p += 8;
+    }
+    if (en->pickle_len)
+        memcpy(p, en->pickle, en->pickle_len);
+    p += en->pickle_len;
+    for (Py_ssize_t i = 0; i < c->nviews; i++) {
+        if (c->views[i].len)
+            memcpy(p, c->views[i].buf, (size_t)c->views[i].len);
+        p += c->views[i].len;
+    }
+    return meta_write(s, txn, &k, &c->meta, what);
 }
 
 int
@@ -1902,6 +1912,201 @@ Store_info(StoreObject *s, PyObject *unused)
         "readonly", s->readonly ? Py_True : Py_False);
 }
 
+/* ---- for the devstash command: export, import, clear, compact, doctor --- */
+
+typedef struct {
+    const unsigned char *key;
+    const char *record;     /* a values record, checked by record_parse */
+    size_t len;
+    int if_newer;
+    int written;            /* out: 0 when a newer entry was kept */
+    ds_meta meta;
+} record_ctx;
+
+static int
+record_fill(StoreObject *s, MDB_txn *txn, void *arg, const char **what)
+{
+    record_ctx *c = arg;
+    ds_env *e = s->env;
+    MDB_val k = {DS_DIGEST_SIZE, (void *)c->key}, v;
+    int rc;
+
+    c->written = 0;
+    if (c->if_newer) {
+        /* Checked inside the write transaction: no other writer can slip
+         * a newer value in between. */
+        *what = "read metadata";
+        rc = mdb_get(txn, e->meta, &k, &v);
+        if (rc == 0) {
+            ds_meta old;
+            if (meta_decode(v.mv_data, v.mv_size, &old) == 0 && old.created >= c->meta.created)
+                return 0;
+        }
+        else if (rc != MDB_NOTFOUND) {
+            return rc;
+        }
+    }
+    v.mv_size = c->len;
+    v.mv_data = NULL;
+    *what = "write value";
+    if ((rc = mdb_put(txn, e->values, &k, &v, MDB_RESERVE)) != 0)
+        return rc;
+    memcpy(v.mv_data, c->record, c->len);
+    if ((rc = meta_write(s, txn, &k, &c->meta, what)) != 0)
+        return rc;
+    c->written = 1;
+    return 0;
+}
+
+/* put_record(key, record, *, ttl, compute, callee, site, if_newer): what
+ * `devstash import` writes. The record is a values record as get_record
+ * returns it (its own creation time is the entry's); it is checked like a
+ * lookup checks it, so a damaged file cannot plant an unreadable entry. */
+static PyObject *
+Store_put_record(StoreObject *s, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"key", "record", "ttl", "compute", "callee", "site",
+                             "if_newer", NULL};
+    PyObject *keyobj, *result = NULL;
+    Py_buffer key, record;
+    int have_key = 0, if_newer = 0;
+    const char *callee = "", *site = "";
+    double ttl = 0.0, compute = 0.0;
+    ds_record rec;
+    record_ctx c;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oy*|$ddssp:put_record", kwlist,
+                                     &keyobj, &record, &ttl, &compute, &callee, &site,
+                                     &if_newer))
+        return NULL;
+    if (store_key(keyobj, &key) < 0)
+        goto error;
+    have_key = 1;
+    if (store_ensure_writable(s) < 0)
+        goto error;
+    if (!record_parse(record.buf, (size_t)record.len, &rec)) {
+        PyErr_SetString(PyExc_ValueError, "not a well-formed value record");
+        goto error;
+    }
+    memset(&c, 0, sizeof c);
+    c.key = key.buf;
+    c.record = record.buf;
+    c.len = (size_t)record.len;
+    c.if_newer = if_newer;
+    c.meta.created = rec.created;
+    c.meta.compute = compute;
+    c.meta.ttl = ttl;
+    c.meta.size = c.len - (size_t)(rec.pickle - (const char *)record.buf);
+    c.meta.callee = callee;
+    c.meta.callee_len = strlen(callee);
+    c.meta.site = site;
+    c.meta.site_len = strlen(site);
+    size_t need = c.len + meta_size(&c.meta) + site_blob_size(&c.meta);
+    if (need < c.len)
+        need = SIZE_MAX;
+    if (store_write_txn(s, record_fill, &c, need) < 0)
+        goto error;
+    if (c.written)
+        hits_forget(s, key.buf);
+    result = PyBool_FromLong(c.written);
+error:
+    if (have_key)
+        PyBuffer_Release(&key);
+    PyBuffer_Release(&record);
+    return result;
+}
+
+static int
+clear_fill(StoreObject *s, MDB_txn *txn, void *arg, const char **what)
+{
+    size_t *removed = arg;
+    ds_env *e = s->env;
+    MDB_stat st;
+    int rc;
+
+    *what = "clear";
+    if ((rc = mdb_stat(txn, e->values, &st)) != 0)
+        return rc;
+    *removed = st.ms_entries;
+    /* Sites go too: every meta record that named one is gone. */
+    if ((rc = mdb_drop(txn, e->values, 0)) != 0
+        || (rc = mdb_drop(txn, e->meta, 0)) != 0
+        || (rc = mdb_drop(txn, e->sites, 0)) != 0)
+        return rc;
+    return 0;
+}
+
+static PyObject *
+Store_clear(StoreObject *s, PyObject *unused)
+{
+    size_t removed = 0;
+
+    DS_UNUSED(unused);
+    if (store_ensure_writable(s) < 0)
+        return NULL;
+    if (store_write_txn(s, clear_fill, &removed, 64 * s->env->psize) < 0)
+        return NULL;
+    hits_clear(s);
+    return PyLong_FromSize_t(removed);
+}
+
+/* compact_to(filename): LMDB's compacting copy (free pages left out, pages
+ * renumbered) of the whole environment, written to a new file, mode 0600,
+ * and synced. The copy is one read transaction's snapshot; writers go on
+ * meanwhile. Returns the copy's size in bytes. */
+static PyObject *
+Store_compact_to(StoreObject *s, PyObject *arg)
+{
+    PyObject *path = NULL, *fspath = NULL, *result = NULL;
+    struct stat st;
+    int fd = -1, rc;
+
+    if (!PyUnicode_FSDecoder(arg, &path))
+        return NULL;
+    if ((fspath = PyUnicode_EncodeFSDefault(path)) == NULL)
+        goto error;
+    if (store_ensure(s) < 0 || store_flush(s) < 0)
+        goto error;
+    fd = open(PyBytes_AS_STRING(fspath), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        store_raise(errno, "cannot create", path);
+        goto error;
+    }
+    if ((rc = mdb_env_copyfd2(s->env->env, fd, MDB_CP_COMPACT)) != 0) {
+        store_raise(rc, "compacting copy to", path);
+        goto error;
+    }
+    if (fsync(fd) < 0 || fstat(fd, &st) < 0) {
+        store_raise(errno, "compacting copy to", path);
+        goto error;
+    }
+    result = PyLong_FromLongLong((long long)st.st_size);
+error:
+    if (fd >= 0) {
+        close(fd);
+        if (result == NULL)
+            unlink(PyBytes_AS_STRING(fspath));   /* a partial copy is no use */
+    }
+    Py_XDECREF(path);
+    Py_XDECREF(fspath);
+    return result;
+}
+
+static PyObject *
+Store_check_readers(StoreObject *s, PyObject *unused)
+{
+    int dead = 0, rc;
+
+    DS_UNUSED(unused);
+    if (store_ensure(s) < 0)
+        return NULL;
+    if ((rc = mdb_reader_check(s->env->env, &dead)) != 0) {
+        store_raise(rc, "check readers", NULL);
+        return NULL;
+    }
+    return PyLong_FromLong((long)s->env->stale_readers + dead);
+}
+
 static PyObject *
 Store_get_path(StoreObject *s, void *closure)
 {
@@ -1954,6 +2159,22 @@ static PyMethodDef Store_methods[] = {
     {"put_code", (PyCFunction)Store_put_code, METH_VARARGS, "put_code(key, data)"},
     {"info", (PyCFunction)Store_info, METH_NOARGS,
      "info() -> dict: path, map_size, page_size, last_pgno, used, entries, readers, ..."},
+    {"get_record", (PyCFunction)Store_get_raw, METH_O,
+     "get_record(key) -> bytes | None: the raw values record of key, for put_record."},
+    {"put_record", (PyCFunction)(void (*)(void))Store_put_record, METH_VARARGS | METH_KEYWORDS,
+     "put_record(key, record, *, ttl=0.0, compute=0.0, callee='', site='', if_newer=False)"
+     " -> bool: write a raw values record and its metadata; with if_newer, keep an entry"
+     " created at the same time or later (returns False). ValueError if the record is"
+     " malformed."},
+    {"clear", (PyCFunction)Store_clear, METH_NOARGS,
+     "clear() -> int: remove every value with its metadata (the code cache stays);"
+     " returns how many values were removed."},
+    {"compact_to", (PyCFunction)Store_compact_to, METH_O,
+     "compact_to(filename) -> int: write a compacted copy of the store to a new file"
+     " (mode 0600, synced); returns its size."},
+    {"check_readers", (PyCFunction)Store_check_readers, METH_NOARGS,
+     "check_readers() -> int: reader slots of dead processes cleared, when this process"
+     " opened the folder and now."},
     {"_put_raw", (PyCFunction)Store_put_raw, METH_VARARGS,
      "_put_raw(key, data): write a raw values record (tests only)."},
     {"_get_raw", (PyCFunction)Store_get_raw, METH_O,
