@@ -238,8 +238,8 @@ store_raise(int rc, const char *what, PyObject *path)
         if (num == NULL || PyObject_SetAttrString(exc, "errno", num) < 0)
             goto error;
     }
-    if (path != NULL && PyObject_SetAttrString(exc, "filename", path) < 0)
-        goto error;
+    /* The path is in the message; setting `filename` as well would make
+     * OSError print "[Errno N] None: 'path'" and drop the message. */
     PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
 error:
     Py_XDECREF(msg);

@@ -50,11 +50,8 @@ class CliError(Exception):
 
 
 def describe(exc: BaseException) -> str:
-    """The message of an exception, without the "[Errno N] None:" OSError
-    prints for a StoreError that carries an errno and a file name."""
-    if isinstance(exc, _core.StoreError) and exc.args:
-        return str(exc.args[0])
-    if isinstance(exc, OSError) and exc.strerror:
+    """The message of an exception, in one line."""
+    if isinstance(exc, OSError) and not isinstance(exc, _core.StoreError) and exc.strerror:
         return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     return str(exc) or type(exc).__name__
 
