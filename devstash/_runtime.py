@@ -78,11 +78,19 @@ def _at_exit() -> None:
     misses = sum(rt.misses for rt in _runtimes)
     stored = sum(rt.stores for rt in _runtimes)
     if (hits or stored) and not _env_flag("DEVSTASH_QUIET"):
-        seconds = sum(rt.compute_seconds for rt in _runtimes)
+        saved = sum(store.saved_seconds for store in _stores.values() if store is not None)
         sys.stderr.write(
             f"devstash: {hits} hit{'s' * (hits != 1)}, {misses} miss{'es' * (misses != 1)}, "
-            f"{stored} stored ({seconds:.2f} s computed)\n"
+            f"{stored} stored, {format_seconds(saved)} saved\n"
         )
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"
 
 
 def announce(what: str) -> None:

@@ -19,10 +19,10 @@ def test_one_status_line_when_active_and_one_summary_at_exit(scripts):
     first = scripts.run(env=loud)
     assert first.stderr.splitlines() == [
         f"devstash: caching 2 marked lines of script.py (cache: {scripts.folder}/.devstash_cache)",
-        "devstash: 0 hits, 2 misses, 2 stored (0.00 s computed)",
+        "devstash: 0 hits, 2 misses, 2 stored, 0 ms saved",
     ]
     second = scripts.run(env=loud)
-    assert second.stderr.splitlines()[1] == "devstash: 2 hits, 0 misses, 0 stored (0.00 s computed)"
+    assert second.stderr.splitlines()[1] == "devstash: 2 hits, 0 misses, 0 stored, 0 ms saved"
     quiet = scripts.run(env={"DEVSTASH_QUIET": "1"})
     assert quiet.stderr == ""
 
@@ -50,3 +50,19 @@ def test_refresh_option_recomputes_one_line(scripts):
     scripts.write("script.py", SCRIPT.replace("b = slow(2)  # @devstash", "b = slow(2)  # @devstash refresh"))
     scripts.run()
     assert scripts.run().stdout.splitlines() == ["computing 2", "3 6"]
+
+
+def test_summary_counts_the_time_hits_saved(scripts):
+    scripts.write("script.py", """
+import devstash, time
+devstash.activate()
+def slow():
+    time.sleep(0.3)
+    return 1
+v = slow()  # @devstash
+""")
+    scripts.run()
+    line = scripts.run(env={"DEVSTASH_QUIET": None}).stderr.splitlines()[-1]
+    assert line.startswith("devstash: 1 hit, 0 misses, 0 stored, ")
+    amount, unit = line.split(", ")[-1].split()[:2]
+    assert (float(amount) >= 300 if unit == "ms" else float(amount) >= 0.3), line
