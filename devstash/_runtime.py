@@ -189,6 +189,7 @@ class Runtime(_core.Runtime):
             except ValueError as exc:
                 warn(f"DEVSTASH_WAIT: {exc}; waiting up to {self.wait_seconds:.0f} s")
         self._warned = set()
+        self._sites_seen = None
         _runtimes.append(self)
 
     def _where(self, site) -> str:
@@ -220,7 +221,20 @@ class Runtime(_core.Runtime):
         self.store = None
 
     def _event(self, kind, site, detail):
+        if kind == "miss" and detail == "new arguments" and self._site_had_entries(site):
+            detail = "new arguments or changed code"
         _logger().info("%s %s%s", kind, self._where(site), f" ({detail})" if detail else "")
+
+    def _site_had_entries(self, site) -> bool:
+        """Whether the store held values from this call site when the run
+        began (read once, only when logging): a miss there means the
+        arguments or the code changed."""
+        if self._sites_seen is None:
+            try:
+                self._sites_seen = {m["site"] for m in self.store.entries()} if self.store else set()
+            except Exception:  # noqa: BLE001 - only a log detail depends on it
+                self._sites_seen = set()
+        return f"{self.filename}:{self.sites[site][0]}" in self._sites_seen
 
     # -- cached forms the rewriter emits besides call()
     def _compute(self, site, key, compute, callee):

@@ -66,3 +66,13 @@ v = slow()  # @devstash
     assert line.startswith("devstash: 1 hit, 0 misses, 0 stored, ")
     amount, unit = line.split(", ")[-1].split()[:2]
     assert (float(amount) >= 300 if unit == "ms" else float(amount) >= 0.3), line
+
+
+def test_log_says_when_a_miss_follows_a_code_change(scripts):
+    path = scripts.write("script.py", SCRIPT)
+    scripts.run()
+    scripts.write("script.py", SCRIPT.replace("x * 3", "x * 4"))
+    edited = scripts.run(env={"DEVSTASH_LOG": "info"})
+    line = line_of(path, "a = slow(1)")
+    assert f"devstash: miss script.py:{line}: a = slow(1) (new arguments or changed code)" in edited.stderr
+    assert edited.stdout.splitlines()[-1] == "4 8"
