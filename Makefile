@@ -27,6 +27,23 @@ $(VENV)/.installed: $(VENV)/.tools $(SOURCES) | sysdeps
 	$(VPY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps --force-reinstall .
 	@touch $@
 
+BENCH_VENVS := bench/.venvs
+BENCH_ENVS  := $(VENV)/.installed $(BENCH_VENVS)/devstash011/.installed $(BENCH_VENVS)/peers/.installed
+
+# The peers each get a venv of their own: devstash 0.1.1 from PyPI, and
+# joblib, diskcache and py-lmdb for the floors.
+$(BENCH_VENVS)/%/.installed: bench/requirements-%.txt
+	rm -rf $(BENCH_VENVS)/$*
+	$(PYTHON) -m venv $(BENCH_VENVS)/$*
+	$(BENCH_VENVS)/$*/bin/python -m pip install -q --disable-pip-version-check -r $<
+	@touch $@
+
+bench: $(BENCH_ENVS)
+	$(PYTHON) bench/run.py --ours $(VPY)
+
+bench-quick: $(BENCH_ENVS)
+	$(PYTHON) bench/run.py --ours $(VPY) --quick
+
 demo: $(VENV)/.installed
 	@$(VPY) examples/run_quickstart.py
 
@@ -34,4 +51,4 @@ test: $(VENV)/.installed
 	$(VENV)/bin/pytest
 
 clean:
-	rm -rf $(VENV) build .devstash_cache
+	rm -rf $(VENV) $(BENCH_VENVS) build .devstash_cache

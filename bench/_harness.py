@@ -64,9 +64,13 @@ class Context:
         if self.verbose:
             print(f"    . {message}", file=sys.stderr, flush=True)
 
-    def cleanup(self) -> None:
+    def cleanup(self, again: bool = False) -> None:
+        """Removes the temporary folders (0.1.1 and joblib leave 100,000s of
+        files); again=True: and starts a new, empty root."""
         if not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
+            if again:
+                os.makedirs(self.root)
 
 
 # ---- running a script ------------------------------------------------------
@@ -95,9 +99,11 @@ def child_env(cache_dir: Optional[str], extra: Optional[dict] = None) -> dict:
 def run_process(argv: List[str], cwd: str, env: dict, timeout: float = 600.0) -> Run:
     """Runs argv to its end and measures wall time and peak RSS (wait4's
     rusage is this child's alone). Raises Failed on a non-zero exit."""
-    out_path = os.path.join(cwd, ".bench-stdout")
-    err_path = os.path.join(cwd, ".bench-stderr")
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+    # files, not pipes: nothing to drain while waiting; unique, since several
+    # children may run at once in one folder
+    out_fd, out_path = tempfile.mkstemp(prefix=".bench-stdout-", dir=cwd)
+    err_fd, err_path = tempfile.mkstemp(prefix=".bench-stderr-", dir=cwd)
+    with open(out_fd, "wb") as out, open(err_fd, "wb") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=err)
@@ -114,6 +120,8 @@ def run_process(argv: List[str], cwd: str, env: dict, timeout: float = 600.0) ->
         stdout = f.read()
     with open(err_path, encoding="utf-8", errors="replace") as f:
         stderr = f.read()
+    os.unlink(out_path)
+    os.unlink(err_path)
     if proc.returncode != 0:
         why = "timed out" if proc.returncode == -9 else f"exit {proc.returncode}"
         tail = stderr.strip().splitlines()[-1:] or stdout.strip().splitlines()[-1:] or [""]
@@ -203,7 +211,8 @@ class Table:
 
 def measure_columns(ctx: Context, table: Table, measure: Callable[[Context, str], Optional[dict]]) -> Table:
     """Fills table.metrics' values column by column: measure(ctx, key)
-    returns {metric name: value}; None or NotApplicable means n/a; Failed (or
+    returns {metric name: value} (names starting with "_" go to table.raw);
+    None or NotApplicable means n/a; Failed (or
     any other exception) means error, and the next column goes on."""
     started = time.perf_counter()
     by_name = {m.name: m for m in table.metrics}
@@ -222,6 +231,9 @@ def measure_columns(ctx: Context, table: Table, measure: Callable[[Context, str]
             got = {name: f"error: {type(exc).__name__}: {exc}" for name in by_name}
         for name, metric in by_name.items():
             metric.values[key] = None if got is None else got.get(name)
+        for name, value in (got or {}).items():
+            if name.startswith("_"):  # detail for the JSON record only
+                table.raw.setdefault(key, {})[name[1:]] = value
         ctx.log(f"{table.key}/{key}: {time.perf_counter() - t0:.1f} s")
     table.seconds = time.perf_counter() - started
     return table

@@ -9,13 +9,15 @@ perf_counter() around the one line, in a warm run (a first run stored the
 value); best of several processes. Every hit is checked (whole array equal,
 no call ran). joblib and diskcache: their decorated function on the same
 line. Floors: copying 100 MB into a new array (memcpy plus the page faults
-any fresh 100 MB pays), and xxh3-128 over the 100 MB (python-xxhash).
+any fresh 100 MB pays); reading 100 MB out of an LMDB map into a new array
+(py-lmdb: a read transaction, get, one copy): what a copying LMDB design
+pays; and xxh3-128 over the 100 MB (python-xxhash).
 """
 from _harness import HEADER_MARKER, REPORT, Failed, Metric, Table, best, measure_columns, run_script, write_script
 
 KEY = "arrays"
 TITLE = "100 MB array, the marked line on a hit"
-COLUMNS = ["ours", "devstash011", "joblib", "diskcache", "floor_memcpy", "floor_xxh3"]
+COLUMNS = ["ours", "devstash011", "joblib", "diskcache", "floor_memcpy", "floor_lmdb", "floor_xxh3"]
 RESULT, ARG = "100 MB result", "100 MB argument"
 
 COMMON = """\
@@ -59,6 +61,20 @@ if sys.argv[1] == "memcpy":
         t0 = time.perf_counter(); fresh = src.copy(); times.append(time.perf_counter() - t0); del fresh
         t0 = time.perf_counter(); np.copyto(dst, src); pre.append(time.perf_counter() - t0)
     report(seconds=min(times), prefaulted=min(pre))
+elif sys.argv[1] == "lmdb":
+    import lmdb
+    env = lmdb.open(sys.argv[2], map_size=1 << 30)
+    with env.begin(write=True) as txn:
+        txn.put(b"k" * 16, memoryview(src).cast("B"))
+    env.close()
+    env = lmdb.open(sys.argv[2], map_size=1 << 30)
+    for _ in range(7):
+        t0 = time.perf_counter()
+        with env.begin(buffers=True) as txn:
+            fresh = np.frombuffer(bytearray(txn.get(b"k" * 16)), dtype=np.float64)
+        times.append(time.perf_counter() - t0)
+        del fresh
+    report(seconds=min(times))
 else:
     import xxhash
     for _ in range(7):
@@ -88,10 +104,10 @@ def measure(ctx, key):
     path = write_script(folder, script_for(key))
     repeats = 2 if ctx.quick else 5
     if key.startswith("floor_"):
-        mode = "memcpy" if key == "floor_memcpy" else "xxh3"
-        d = run_script(ctx.py(key), path, folder, args=[mode]).data
+        mode = key[len("floor_"):]
+        d = run_script(ctx.py(key), path, folder, args=[mode, folder + "/lmdb"]).data
         ctx.log(f"arrays/{key}: {d}")
-        return {RESULT if mode == "memcpy" else ARG: d["seconds"]}
+        return {ARG if mode == "xxh3" else RESULT: d["seconds"], "_detail": d}
     out = {}
     for mode, name in (("result", RESULT), ("arg", ARG)):
         store = f"{folder}/store-{mode}"
@@ -117,5 +133,6 @@ def run(ctx) -> Table:
         Metric(RESULT, "s", goal=("<=", 0.03), expected_011=0.056),
         Metric(ARG, "s", goal=("<=", 0.02), expected_011=0.20),
     ], notes=["the line alone, on a hit in a warm run; best of several processes",
-              "floor memcpy: `a.copy()` of 100 MB (new memory); floor xxh3: xxh3-128 over 100 MB"])
+              "floors: memcpy = `a.copy()` of 100 MB (new memory); py-lmdb = get + one copy out of "
+              "the map; xxh3 = xxh3-128 over 100 MB"])
     return measure_columns(ctx, table, measure)

@@ -18,6 +18,7 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary folders (to inspect)")
     args = ap.parse_args(argv)
 
-    ours = os.path.abspath(args.ours) if os.sep in args.ours else args.ours
+    ours = os.path.abspath(args.ours) if os.sep in args.ours else (shutil.which(args.ours) or args.ours)
     d011 = os.path.abspath(args.devstash011)
     peers = os.path.abspath(args.peers)
     systems = {
@@ -98,7 +99,8 @@ def main(argv=None) -> int:
     meta = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "quick": args.quick,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
         "pythons": {
             "ours": versions(ours, ["devstash", "numpy"]),
             "devstash011": versions(d011, ["devstash", "numpy"]),
@@ -106,7 +108,8 @@ def main(argv=None) -> int:
         },
     }
     print(f"devstash benchmarks{' (quick)' if args.quick else ''}: {meta['machine']['platform']}, "
-          f"{meta['machine']['cpus']} CPUs")
+          f"{meta['machine']['cpus']} CPUs, load average {os.getloadavg()[0]:.2f} "
+          "(other work on the machine skews every figure)")
     for who, v in meta["pythons"].items():
         print(f"  {who}: " + ", ".join(f"{k} {x}" for k, x in v.items()))
     print("  ✓/✗: our figure meets/misses its goal; × 0.1.1: the figure over devstash 0.1.1's\n", flush=True)
@@ -117,10 +120,12 @@ def main(argv=None) -> int:
         for bench in selected:
             t0 = time.perf_counter()
             table = bench.run(ctx)
+            ctx.cleanup(again=True)
             print(_harness.render(table, LABELS))
             print(f"   ({time.perf_counter() - t0:.0f} s)\n", flush=True)
             results["benchmarks"][bench.KEY] = _harness.to_json(table)
             meta["seconds"] = round(time.perf_counter() - started, 1)
+            meta["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
             with open(out_path, "w", encoding="utf-8") as f:
                 json.dump(results, f, indent=1, ensure_ascii=False)
                 f.write("\n")

@@ -323,41 +323,42 @@ stmt_list_add(stmt_list *list, PyObject *node, int simple)
     return 0;
 }
 
-static int collect_block(stmt_list *list, PyObject *body);
-
-static int
-collect_field(stmt_list *list, PyObject *node, const char *field)
-{
-    PyObject *value = PyObject_GetAttrString(node, field);
-    if (value == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-            return -1;
-        PyErr_Clear();
-        return 0;
-    }
-    int rc = 0;
-    if (PyList_Check(value)) {
-        for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(value); i++) {
-            PyObject *item = PyList_GET_ITEM(value, i);
-            /* except handlers and match cases hold statement blocks too */
-            if (PyObject_HasAttrString(item, "body") && !PyObject_HasAttrString(item, "lineno"))
-                rc = collect_field(list, item, "body");
-            else if (PyObject_HasAttrString(item, "pattern") || PyObject_HasAttrString(item, "type"))
-                rc = collect_field(list, item, "body");
-        }
-        if (rc == 0 && (strcmp(field, "body") == 0 || strcmp(field, "orelse") == 0 ||
-                        strcmp(field, "finalbody") == 0))
-            rc = collect_block(list, value);
-    }
-    Py_DECREF(value);
-    return rc;
-}
-
 static int
 is_simple(PyObject *node)
 {
     return is_a(node, T.Assign) || is_a(node, T.AnnAssign) || is_a(node, T.AugAssign) ||
            is_a(node, T.Expr) || is_a(node, T.Return);
+}
+
+static int collect_block(stmt_list *list, PyObject *body);
+
+/* The statement blocks a compound statement holds: body, orelse, finalbody,
+ * and the bodies of its except handlers and match cases. Fields are read
+ * from the node's __dict__, so an absent one costs no AttributeError (that
+ * made the walk of a long script slower than parsing it). */
+static int
+collect_nested(stmt_list *list, PyObject *node)
+{
+    static const char *const blocks[] = {"body", "orelse", "finalbody"};
+    static const char *const clauses[] = {"handlers", "cases"};
+    PyObject *fields = PyObject_GenericGetDict(node, NULL);
+    if (fields == NULL)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof blocks / sizeof blocks[0]; i++) {
+        PyObject *block = PyDict_GetItemString(fields, blocks[i]);
+        if (block != NULL && PyList_Check(block))
+            rc = collect_block(list, block);
+    }
+    for (size_t i = 0; rc == 0 && i < sizeof clauses / sizeof clauses[0]; i++) {
+        PyObject *items = PyDict_GetItemString(fields, clauses[i]);
+        if (items == NULL || !PyList_Check(items))
+            continue;
+        for (Py_ssize_t j = 0; rc == 0 && j < PyList_GET_SIZE(items); j++)
+            rc = collect_nested(list, PyList_GET_ITEM(items, j));
+    }
+    Py_DECREF(fields);
+    return rc;
 }
 
 /* Records every statement of `body` and of the blocks nested in it. */
@@ -366,22 +367,10 @@ collect_block(stmt_list *list, PyObject *body)
 {
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(body); i++) {
         PyObject *node = PyList_GET_ITEM(body, i);
-        if (!PyObject_IsInstance(node, T.AST))
-            continue;
         int simple = is_simple(node);
         if (stmt_list_add(list, node, simple) < 0)
             return -1;
-        if (simple)
-            continue;
-        if (collect_field(list, node, "handlers") < 0 || collect_field(list, node, "cases") < 0)
-            return -1;
-    }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(body); i++) {
-        PyObject *node = PyList_GET_ITEM(body, i);
-        if (is_simple(node))
-            continue;
-        if (collect_field(list, node, "body") < 0 || collect_field(list, node, "orelse") < 0 ||
-            collect_field(list, node, "finalbody") < 0)
+        if (!simple && collect_nested(list, node) < 0)
             return -1;
     }
     return 0;
@@ -1126,6 +1115,9 @@ rewrite_py_rewrite(PyObject *module, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "SU|lp:rewrite", kwlist, &source, &filename,
                                      &resume_line, &want_tree))
         return NULL;
+    /* A tree is tens of thousands of acyclic objects: letting them trigger
+     * collections made the cyclic GC a tenth of a long script's rewrite. */
+    int gc_was_enabled = PyGC_Disable();
     rw.filename = filename;
     rw.src = markers.src = PyBytes_AS_STRING(source);
     rw.len = PyBytes_GET_SIZE(source);
@@ -1194,6 +1186,8 @@ rewrite_py_rewrite(PyObject *module, PyObject *args, PyObject *kwargs)
         goto done;
     result = PyTuple_Pack(2, code, sites);
 done:
+    if (gc_was_enabled)
+        PyGC_Enable();
     Py_XDECREF(sites);
     PyMem_Free(markers.items);
     PyMem_Free(stmts.items);
