@@ -2,8 +2,10 @@
 
 Mark a slow or costly line with a trailing ``# @devstash`` comment and call
 :func:`activate` near the top of the script; the next run loads the value
-instead of computing it. ``import devstash`` stays cheap: the C core, pickle
-and logging load only when they are needed.
+instead of computing it. ``devstash run script.py`` does the same without
+the call, and ``%load_ext devstash`` in IPython or Jupyter for cells.
+``import devstash`` stays cheap: the C core, pickle and logging load only
+when they are needed.
 """
 import sys as _sys
 
@@ -23,3 +25,17 @@ def activate() -> None:
     from ._activate import activate_main
 
     activate_main(_sys._getframe(1))
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext devstash`` in IPython or Jupyter: markers work in cells."""
+    from ._ipython import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    """``%unload_ext devstash``: cells run unrewritten again."""
+    from ._ipython import unload_ipython_extension as unload
+
+    unload(ipython)

@@ -1,60 +1,111 @@
 """`devstash run script.py [args]` and `devstash run -m module [args]`: run
-code with its markers live, without an activate() call in it."""
+code with its markers live, without an activate() call in it, the way
+`python script.py args` and `python -m module args` run it: a fresh
+__main__ module, the same sys.argv and sys.path[0], the same exit status and
+tracebacks without devstash's frames. An activate() call in the code does
+nothing. The import hook is installed first, so project modules the code
+imports (a test file's imports under `-m pytest`) carry their markers."""
 import os
 import sys
 import types
+from importlib.machinery import SourceFileLoader
 
 from . import _activate
-from . import _core
 from . import _hook
 from . import _runtime
 
+_launcher = None  # the __main__ module devstash was started as, kept alive
+
 
 def run_path(path: str, args) -> None:
-    """Runs a script as a real __main__, as `python path args` would."""
-    path = os.path.abspath(path)
+    """Runs a script as `python path args` would; exits with its status."""
+    full = os.path.abspath(path)
     try:
-        with open(path, "rb") as f:
+        with open(full, "rb") as f:
             source = f.read()
     except OSError as exc:
-        raise SystemExit(f"devstash run: cannot read {path}: {exc.strerror}") from None
+        sys.stderr.write(f"devstash run: can't open file {path!r}: [Errno {exc.errno}] {exc.strerror}\n")
+        raise SystemExit(2) from None  # python's status for a missing script
     sys.argv[:] = [path, *args]
-    sys.path[0:0] = [os.path.dirname(path)]
-    main = types.ModuleType("__main__")
-    main.__file__ = path
-    main.__builtins__ = __builtins__
-    main.__spec__ = None
-    sys.modules["__main__"] = main
+    _set_path0(os.path.dirname(full))
+    main = _fresh_main()
+    main.__file__ = full
+    main.__loader__ = SourceFileLoader("__main__", full)
     if _activate.skip_requested():
-        code = compile(source, path, "exec", dont_inherit=True)
+        code = _compile(lambda: compile(source, full, "exec", dont_inherit=True))
     else:
         _activate.mark_active()
-        _hook.install(path)
-        code = _compile_marked(source, path)
+        _hook.install(full)
+        code = _compile(lambda: _compile_marked(source, full))
     _activate.run_code(code, main.__dict__)
 
 
 def _compile_marked(source: bytes, path: str):
     if not _hook.has_markers(source):
         return compile(source, path, "exec", dont_inherit=True)
+    code, sites = _runtime.compile_module(source, path, 0, _runtime.open_store())
+    _runtime.announce(f"caching {len(sites)} marked line{'s' * (len(sites) != 1)} "
+                      f"of {os.path.basename(path)}")
+    return code
+
+
+def _compile(make):
+    """A syntax or marker error is printed as python prints a SyntaxError."""
     try:
-        return _runtime.compile_module(source, path, 0, _runtime.open_store())[0]
-    except _core.MarkerError as exc:
+        return make()
+    except SyntaxError as exc:
         _activate.report_marker_error(exc)
 
 
 def run_module(name: str, args) -> None:
-    """Runs a module as __main__, as `python -m name args` would."""
+    """Runs a module as `python -m name args` would."""
     import runpy
 
     sys.argv[:] = [name, *args]  # runpy puts the module's file in argv[0]
-    sys.path[0:0] = [os.getcwd()]
+    _set_path0(os.getcwd())
     if not _activate.skip_requested():
         _activate.mark_active()
         _hook.install(None)
+    _fresh_main()
+    # runpy._run_module_as_main is what `python -m` itself calls: it runs the
+    # module in the real __main__ (here the fresh one) and reports a module
+    # that cannot be found the way python does. run_module is the public
+    # fallback, should it ever go away.
+    run_as_main = getattr(runpy, "_run_module_as_main", None)
     try:
-        runpy.run_module(name, run_name="__main__", alter_sys=True)
-    except ImportError as exc:
-        if getattr(exc, "name", None) == name or str(exc).startswith("No module named"):
-            raise SystemExit(f"devstash run: {exc}") from None
+        if run_as_main is not None:
+            run_as_main(name, True)
+        else:
+            runpy.run_module(name, run_name="__main__", alter_sys=True)
+    except (SystemExit, KeyboardInterrupt):
         raise
+    except BaseException as exc:
+        tb = _runtime.user_traceback(exc.__traceback__)
+        exc.__traceback__ = tb
+        sys.excepthook(type(exc), exc, tb)
+        raise SystemExit(1) from None
+
+
+def _set_path0(folder: str) -> None:
+    """python puts the script's folder (for -m, the working directory) first
+    on sys.path; devstash's launcher holds that slot: the console script's
+    folder, or the working directory for `python -m devstash`."""
+    if getattr(sys.flags, "safe_path", False):
+        return  # python -P adds neither
+    if sys.path:
+        sys.path[0] = folder
+    else:
+        sys.path.insert(0, folder)
+
+
+def _fresh_main() -> types.ModuleType:
+    """A new, empty __main__ in sys.modules, as python gives every script."""
+    import builtins
+
+    global _launcher
+    _launcher = sys.modules.get("__main__")
+    main = types.ModuleType("__main__")
+    main.__builtins__ = builtins
+    main.__cached__ = None
+    sys.modules["__main__"] = main
+    return main
