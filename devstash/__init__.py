@@ -10,7 +10,7 @@ when they are needed.
 import sys as _sys
 
 __version__ = "0.2.0"
-__all__ = ["activate", "__version__"]
+__all__ = ["activate", "cache", "entries", "__version__"]
 
 
 def activate() -> None:
@@ -25,6 +25,22 @@ def activate() -> None:
     from ._activate import activate_main
 
     activate_main(_sys._getframe(1))
+
+
+def cache(func=None, *, ttl=None, refresh=False, nocode=False):
+    """``@devstash.cache(ttl="1d")``: caches a function's results with the same
+    keys, store and rules as a ``# @devstash`` marker on a call of it."""
+    from ._api import cache as decorate
+
+    return decorate(func, ttl=ttl, refresh=refresh, nocode=nocode)
+
+
+def entries(cache_dir=None):
+    """The cached entries (metadata, and ``load()`` for each value): cached API
+    responses can serve as test fixtures."""
+    from ._api import entries as list_entries
+
+    return list_entries(cache_dir)
 
 
 def load_ipython_extension(ipython) -> None:

@@ -15,8 +15,10 @@ children need nothing: they inherit the rewritten code.
 """
 import os
 import sys
-from importlib.machinery import PathFinder, SourceFileLoader
-from importlib.util import spec_from_file_location
+# The import system's own classes, from the frozen module it runs on (what
+# importlib.machinery re-exports): importing importlib.machinery and
+# importlib.util would cost milliseconds at every start.
+from _frozen_importlib_external import PathFinder, SourceFileLoader, spec_from_file_location
 
 from . import _core
 from . import _runtime

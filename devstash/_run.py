@@ -8,7 +8,7 @@ imports (a test file's imports under `-m pytest`) carry their markers."""
 import os
 import sys
 import types
-from importlib.machinery import SourceFileLoader
+from _frozen_importlib_external import SourceFileLoader
 
 from . import _activate
 from . import _hook
