@@ -19,6 +19,7 @@
  * (line, column, ttl, flags, kind, label) per marker. */
 #include "rewrite.h"
 #include "options.h"
+#include "outline.h"
 #include "scanner.h"
 
 /* ---- the _ast types we look at ------------------------------------------ */
@@ -1098,29 +1099,19 @@ insert_prologue(PyObject *tree, PyObject *filename, PyObject *sites)
     return rc;
 }
 
-PyObject *
-rewrite_py_rewrite(PyObject *module, PyObject *args, PyObject *kwargs)
+/* Rewrites one source text. With an outline (outline.h: the module code
+ * Python compiled and the stubs taken out of src), any trouble returns
+ * Py_None instead, for the caller to rewrite the full source. */
+static PyObject *
+rewrite_text(PyObject *filename, const char *src, Py_ssize_t len, long resume_line,
+             int want_tree, PyObject *original, PyObject *stubs)
 {
-    static char *kwlist[] = {"source", "filename", "resume_line", "tree", NULL};
-    PyObject *source, *filename, *tree = NULL, *body = NULL, *code = NULL, *result = NULL;
-    PyObject *sites = NULL;
-    long resume_line = 0;
-    int want_tree = 0;
+    PyObject *tree = NULL, *body = NULL, *code = NULL, *result = NULL, *sites = NULL;
     marker_list markers = {0};
     stmt_list stmts = {0};
-    rewriter rw = {0};
-    DS_UNUSED(module);
-    if (rewrite_ready() < 0)
-        return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "SU|lp:rewrite", kwlist, &source, &filename,
-                                     &resume_line, &want_tree))
-        return NULL;
-    /* A tree is tens of thousands of acyclic objects: letting them trigger
-     * collections made the cyclic GC a tenth of a long script's rewrite. */
-    int gc_was_enabled = PyGC_Disable();
-    rw.filename = filename;
-    rw.src = markers.src = PyBytes_AS_STRING(source);
-    rw.len = PyBytes_GET_SIZE(source);
+    rewriter rw = {.filename = filename, .src = src, .len = len};
+    int unusable = 0;
+    markers.src = src;
     if ((rw.sites = PyList_New(0)) == NULL)
         goto done;
     if (scanner_comments(rw.src, rw.len, collect_marker, &markers) < 0)
@@ -1167,6 +1158,14 @@ rewrite_py_rewrite(PyObject *module, PyObject *args, PyObject *kwargs)
         PyObject *rest = resume_body(&rw, body, resume_line, &markers);
         if (rest == NULL)
             goto done;
+        if (stubs != NULL) {
+            int covers = outline_covers(rest, original, resume_line);
+            unusable = covers == 0;
+            if (covers <= 0) {
+                Py_DECREF(rest);
+                goto done;
+            }
+        }
         int rc = PyObject_SetAttrString(tree, "body", rest);
         Py_DECREF(rest);
         if (rc < 0)
@@ -1184,10 +1183,22 @@ rewrite_py_rewrite(PyObject *module, PyObject *args, PyObject *kwargs)
     code = PyObject_CallFunction(T.compile, "OOsii", tree, filename, "exec", 0, 1);
     if (code == NULL)
         goto done;
+    if (stubs != NULL) {
+        PyObject *restored = outline_restore(code, stubs);
+        if (restored == NULL || restored == Py_None) {
+            unusable = restored != NULL;
+            Py_XDECREF(restored);
+            goto done;
+        }
+        Py_SETREF(code, restored);
+    }
     result = PyTuple_Pack(2, code, sites);
 done:
-    if (gc_was_enabled)
-        PyGC_Enable();
+    if (result == NULL && stubs != NULL && (unusable || !PyErr_ExceptionMatches(PyExc_MemoryError))) {
+        /* a stub the parser or a check refused: rewrite the full source */
+        PyErr_Clear();
+        result = Py_NewRef(Py_None);
+    }
     Py_XDECREF(sites);
     PyMem_Free(markers.items);
     PyMem_Free(stmts.items);
@@ -1195,5 +1206,75 @@ done:
     Py_XDECREF(tree);
     Py_XDECREF(body);
     Py_XDECREF(code);
+    return result;
+}
+
+/* The rewrite of a main script whose unmarked functions and classes keep
+ * the code Python compiled (outline.h): Py_None when that cannot be done. */
+static PyObject *
+rewrite_outlined(PyObject *filename, const char *src, Py_ssize_t len, long resume_line,
+                 PyObject *original)
+{
+    marker_list markers = {.src = src};
+    long *lines = NULL;
+    PyObject *stubs = NULL, *reduced = NULL, *result = NULL;
+    if (scanner_comments(src, len, collect_marker, &markers) < 0)
+        goto done;
+    if ((lines = PyMem_Malloc(((size_t)markers.n + 1) * sizeof *lines)) == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < markers.n; i++)
+        lines[i] = (long)markers.items[i].line;
+    reduced = outline_reduce(src, len, original, resume_line, lines, markers.n, &stubs);
+    if (reduced == NULL)
+        goto done;
+    if (reduced == Py_None) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    result = rewrite_text(filename, PyBytes_AS_STRING(reduced), PyBytes_GET_SIZE(reduced),
+                          resume_line, 0, original, stubs);
+done:
+    PyMem_Free(markers.items);
+    PyMem_Free(lines);
+    Py_XDECREF(stubs);
+    Py_XDECREF(reduced);
+    return result;
+}
+
+PyObject *
+rewrite_py_rewrite(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"source", "filename", "resume_line", "tree", "original", NULL};
+    PyObject *source, *filename, *original = Py_None, *result = NULL;
+    long resume_line = 0;
+    int want_tree = 0;
+    DS_UNUSED(module);
+    if (rewrite_ready() < 0)
+        return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "SU|lpO:rewrite", kwlist, &source, &filename,
+                                     &resume_line, &want_tree, &original))
+        return NULL;
+    if (original != Py_None && !PyCode_Check(original)) {
+        PyErr_SetString(PyExc_TypeError, "original must be a code object or None");
+        return NULL;
+    }
+    /* A tree is tens of thousands of acyclic objects: letting them trigger
+     * collections made the cyclic GC a tenth of a long script's rewrite. */
+    int gc_was_enabled = PyGC_Disable();
+    const char *src = PyBytes_AS_STRING(source);
+    Py_ssize_t len = PyBytes_GET_SIZE(source);
+    if (original != Py_None && resume_line > 0 && !want_tree) {
+        result = rewrite_outlined(filename, src, len, resume_line, original);
+        if (result == Py_None)
+            Py_CLEAR(result);
+        else
+            goto done;   /* rewritten, or an error */
+    }
+    result = rewrite_text(filename, src, len, resume_line, want_tree, NULL, NULL);
+done:
+    if (gc_was_enabled)
+        PyGC_Enable();
     return result;
 }

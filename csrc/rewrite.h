@@ -12,8 +12,11 @@
 #define DS_RUNTIME_NAME "@devstash"
 
 /* _core.rewrite(source: bytes, filename: str, resume_line: int = 0,
- *               tree: bool = False) -> (code, sites)
+ *               tree: bool = False, original: code | None = None) -> (code, sites)
  * tree=True returns the rewritten ast.Module instead of code.
+ * original: the code Python compiled from source, for a main script: the
+ * unmarked functions and classes then keep it (outline.h) and are not
+ * compiled a second time.
  * resume_line > 0: the script already ran up to the activate() call on that
  * line; the code holds the statements after it (and re-defines the marked
  * functions and classes defined before it). Raises MarkerError.

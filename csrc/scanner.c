@@ -88,6 +88,7 @@ typedef struct {
     Py_ssize_t line_start;   /* offset of the first byte of that line */
     Py_ssize_t code_start;   /* 3 after a UTF-8 BOM, else 0 */
     ds_comment_cb cb;
+    ds_line_cb line_cb;      /* may be NULL */
     void *ctx;
     int depth;               /* frames in use */
     ds_frame frames[DS_MAX_FRAMES];
@@ -160,7 +161,7 @@ Scanner_comment(ds_scanner *sc, Py_ssize_t i)
     }
     c.start = i;
     c.end = end;
-    if (sc->cb(sc->ctx, &c) < 0)
+    if (sc->cb != NULL && sc->cb(sc->ctx, &c) < 0)
         return -1;
     return end;
 }
@@ -297,6 +298,8 @@ Scanner_code(ds_scanner *sc)
         switch (tbl[s[i]]) {
         case K_NEWLINE:
             i = Scanner_newline(sc, i);
+            if (field == NULL && sc->line_cb != NULL && sc->line_cb(sc->ctx, sc->line, i) < 0)
+                return -1;
             break;
         case K_HASH:
             i = Scanner_comment(sc, i);
@@ -438,6 +441,12 @@ done:
 int
 scanner_comments(const char *src, Py_ssize_t len, ds_comment_cb cb, void *ctx)
 {
+    return scanner_scan(src, len, cb, NULL, ctx);
+}
+
+int
+scanner_scan(const char *src, Py_ssize_t len, ds_comment_cb cb, ds_line_cb line_cb, void *ctx)
+{
     /* The frame stack is about 8 KB: fine on the C stack, and it keeps the
      * scanner free of allocation. */
     ds_scanner sc;
@@ -451,8 +460,11 @@ scanner_comments(const char *src, Py_ssize_t len, ds_comment_cb cb, void *ctx)
     sc.line_start = sc.i;
     sc.code_start = sc.i;
     sc.cb = cb;
+    sc.line_cb = line_cb;
     sc.ctx = ctx;
     sc.depth = 0;
+    if (line_cb != NULL && line_cb(ctx, 1, sc.i) < 0)
+        return -1;
 
     while (sc.i < sc.len) {
         const ds_frame *top = sc.depth ? &sc.frames[sc.depth - 1] : NULL;

@@ -20,6 +20,14 @@ typedef struct {
 typedef int (*ds_comment_cb)(void *ctx, const ds_comment *c);
 int scanner_comments(const char *src, Py_ssize_t len, ds_comment_cb cb, void *ctx);
 
+/* The same scan, also calling `line_cb` (when not NULL) for the start of
+ * line 1 and of every line that begins outside any string or f-string: the
+ * lines where a statement may begin (or a bracketed expression go on: the
+ * scanner does not count brackets outside f-strings). `cb` may be NULL. */
+typedef int (*ds_line_cb)(void *ctx, Py_ssize_t line, Py_ssize_t offset);
+int scanner_scan(const char *src, Py_ssize_t len, ds_comment_cb cb, ds_line_cb line_cb,
+                 void *ctx);
+
 /* If the comment text src[c->start..c->end) is a devstash marker
  * ("#", optional spaces, "@devstash", then end or white space), returns 1 and
  * sets the byte range of the option text (trimmed); returns 0 otherwise. */

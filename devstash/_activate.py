@@ -43,7 +43,7 @@ def activate_main(frame) -> None:
         return  # nothing to cache: the script goes on untouched, never re-executed
     store = _runtime.open_store()
     try:
-        code, sites = _runtime.compile_module(source, path, frame.f_lineno, store)
+        code, sites = _runtime.compile_module(source, path, frame.f_lineno, store, frame.f_code)
     except _core.MarkerError as exc:
         report_marker_error(exc)
     _runtime.announce(f"caching {len(sites)} marked line{'s' * (len(sites) != 1)} of {os.path.basename(path)}")

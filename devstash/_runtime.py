@@ -127,9 +127,11 @@ def code_key(source: bytes, filename: str, resume_line: int) -> bytes:
     )
 
 
-def compile_module(source: bytes, filename: str, resume_line: int, store):
+def compile_module(source: bytes, filename: str, resume_line: int, store, original=None):
     """(code, sites) for source, from the store's code cache when the same
-    source was rewritten before by this Python and this devstash."""
+    source was rewritten before by this Python and this devstash. `original`
+    is the code Python compiled from it, if any: its unmarked functions and
+    classes are reused instead of compiled again."""
     key = code_key(source, filename, resume_line)
     if store is not None:
         try:
@@ -138,7 +140,7 @@ def compile_module(source: bytes, filename: str, resume_line: int, store):
                 return marshal.loads(data)
         except Exception:  # noqa: BLE001 - an unreadable cache entry means: rewrite again
             pass
-    code, sites = _core.rewrite(source, filename, resume_line)
+    code, sites = _core.rewrite(source, filename, resume_line, original=original)
     if store is not None:
         try:
             store.put_code(key, marshal.dumps((code, sites)))
