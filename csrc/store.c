@@ -1320,8 +1320,12 @@ store_flush(StoreObject *s)
         return -1;
     if (!s->readonly && s->hits_used > 0) {
         double saved = 0;
+        int was_dirty = s->env->dirty;
         if (store_write_txn(s, flush_fill, &saved, 64 * s->hits_used) < 0)
             return -1;
+        /* Hit counts alone are not worth a disk flush at every exit: a warm
+         * run would pay for it, and a lost count costs nothing. */
+        s->env->dirty = was_dirty;
         s->saved += saved;   /* only once committed: a retried fill starts over */
         hits_clear(s);
     }
