@@ -46,7 +46,7 @@ def activate_main(frame) -> None:
         code, sites = _runtime.compile_module(source, path, frame.f_lineno, store, frame.f_code)
     except _core.MarkerError as exc:
         report_marker_error(exc)
-    _runtime.announce(f"caching {len(sites)} marked line{'s' * (len(sites) != 1)} of {os.path.basename(path)}")
+    _runtime.announce(sites, path)
     run_code(code, namespace)
 
 
@@ -65,8 +65,14 @@ def run_code(code, namespace) -> None:
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as exc:
-        tb = _runtime.user_traceback(exc.__traceback__)
-        exc.__traceback__ = tb
-        sys.excepthook(type(exc), exc, tb)
-        raise SystemExit(1) from None
+        exit_uncaught(exc)
     raise SystemExit(0)
+
+
+def exit_uncaught(exc: BaseException) -> None:
+    """What python does with an uncaught exception (print its traceback,
+    exit with 1), with devstash's own frames cut from the traceback."""
+    tb = _runtime.user_traceback(exc.__traceback__)
+    exc.__traceback__ = tb
+    sys.excepthook(type(exc), exc, tb)
+    raise SystemExit(1) from None

@@ -44,8 +44,7 @@ def _compile_marked(source: bytes, path: str):
     if not _hook.has_markers(source):
         return compile(source, path, "exec", dont_inherit=True)
     code, sites = _runtime.compile_module(source, path, 0, _runtime.open_store())
-    _runtime.announce(f"caching {len(sites)} marked line{'s' * (len(sites) != 1)} "
-                      f"of {os.path.basename(path)}")
+    _runtime.announce(sites, path)
     return code
 
 
@@ -80,10 +79,7 @@ def run_module(name: str, args) -> None:
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as exc:
-        tb = _runtime.user_traceback(exc.__traceback__)
-        exc.__traceback__ = tb
-        sys.excepthook(type(exc), exc, tb)
-        raise SystemExit(1) from None
+        _activate.exit_uncaught(exc)
 
 
 def _set_path0(folder: str) -> None:

@@ -93,10 +93,12 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def announce(what: str) -> None:
+def announce(sites, path: str) -> None:
     """The one line that says devstash is active (DEVSTASH_QUIET=1: none)."""
     if not _env_flag("DEVSTASH_QUIET"):
-        sys.stderr.write(f"devstash: {what} (cache: {cache_dir()})\n")
+        n = len(sites)
+        sys.stderr.write(f"devstash: caching {n} marked line{'s' * (n != 1)} of "
+                         f"{os.path.basename(path)} (cache: {cache_dir()})\n")
 
 
 def _configure_logging() -> bool:
