@@ -1,5 +1,4 @@
 """activate(): run the rest of the main script, rewritten, as the real __main__."""
-import os
 import sys
 
 from . import _core

@@ -3,7 +3,6 @@ the import hook, `devstash run` (script, -m module, -m pytest) and
 multiprocessing workers. Every path runs twice in fresh processes: the second
 run must print the same values without computing."""
 import multiprocessing
-import sys
 
 import pytest
 from conftest import line_of

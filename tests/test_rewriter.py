@@ -1,6 +1,5 @@
 """Every place and statement form a marker can take, end to end: each script
 runs twice; the second run must print the same values without computing."""
-import re
 
 import pytest
 
