@@ -9,6 +9,12 @@ when they are needed.
 """
 import sys as _sys
 
+TYPE_CHECKING = False  # typing itself costs milliseconds to import
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from ._api import Entry
+
 __version__ = "0.2.0"
 __all__ = ["activate", "cache", "entries", "__version__"]
 
@@ -27,7 +33,8 @@ def activate() -> None:
     activate_main(_sys._getframe(1))
 
 
-def cache(func=None, *, ttl=None, refresh=False, nocode=False):
+def cache(func: "Callable | None" = None, *, ttl: "str | float | None" = None,
+          refresh: bool = False, nocode: bool = False):
     """``@devstash.cache(ttl="1d")``: caches a function's results with the same
     keys, store and rules as a ``# @devstash`` marker on a call of it."""
     from ._api import cache as decorate
@@ -35,7 +42,7 @@ def cache(func=None, *, ttl=None, refresh=False, nocode=False):
     return decorate(func, ttl=ttl, refresh=refresh, nocode=nocode)
 
 
-def entries(cache_dir=None):
+def entries(cache_dir: "str | None" = None) -> "Iterator[Entry]":
     """The cached entries (metadata, and ``load()`` for each value): cached API
     responses can serve as test fixtures."""
     from ._api import entries as list_entries
@@ -43,14 +50,14 @@ def entries(cache_dir=None):
     return list_entries(cache_dir)
 
 
-def load_ipython_extension(ipython) -> None:
+def load_ipython_extension(ipython: object) -> None:
     """``%load_ext devstash`` in IPython or Jupyter: markers work in cells."""
     from ._ipython import load_ipython_extension as load
 
     load(ipython)
 
 
-def unload_ipython_extension(ipython) -> None:
+def unload_ipython_extension(ipython: object) -> None:
     """``%unload_ext devstash``: cells run unrewritten again."""
     from ._ipython import unload_ipython_extension as unload
 
