@@ -9,7 +9,7 @@ VPY    := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SOURCES := $(wildcard csrc/*.c csrc/*.h devstash/*.py devstash/*.pyi) meson.build pyproject.toml
 
-.PHONY: demo test test-asan bench bench-quick sysdeps clean
+.PHONY: demo test test-asan fuzz soak bench bench-quick sysdeps clean
 
 sysdeps:
 	@if ! command -v pkg-config >/dev/null || ! pkg-config --exists lmdb libxxhash; then \
@@ -50,5 +50,45 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/pytest
 
+# ---- hardening: sanitizers, fuzzing, soaks ---------------------------------
+# test-asan: the extension built with AddressSanitizer + UBSan (gcc) into
+# .venv-asan, the whole suite run under it. Python is not instrumented, so the
+# runtimes are preloaded, and PYTHONMALLOC=malloc hands Python's own blocks to
+# ASan too; subprocesses inherit the environment. Reports go to files (a
+# subprocess's stderr is often captured by a test): any file fails the target.
+ASAN_VENV := .venv-asan
+ASAN_LIBS  = $(shell gcc -print-file-name=libasan.so) $(shell gcc -print-file-name=libubsan.so)
+ASAN_LOGS := $(CURDIR)/build-asan/reports
+
+$(ASAN_VENV)/.tools: tests/requirements.txt | sysdeps
+	$(PYTHON) -m venv $(ASAN_VENV)
+	$(ASAN_VENV)/bin/python -m pip install -q --disable-pip-version-check meson-python meson ninja -r tests/requirements.txt
+	@touch $@
+
+$(ASAN_VENV)/.installed: $(ASAN_VENV)/.tools $(SOURCES) | sysdeps
+	$(ASAN_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps --force-reinstall \
+	    -Cbuild-dir=build-asan/meson -Csetup-args=-Db_sanitize=address,undefined -Csetup-args=-Dbuildtype=debug .
+	@touch $@
+
+test-asan: $(ASAN_VENV)/.installed
+	@rm -rf $(ASAN_LOGS) && mkdir -p $(ASAN_LOGS)
+	LD_PRELOAD="$(ASAN_LIBS)" PYTHONMALLOC=malloc \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:log_path=$(ASAN_LOGS)/asan \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(ASAN_LOGS)/ubsan \
+	    $(ASAN_VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS); status=$$?; \
+	if [ -n "$$(ls -A $(ASAN_LOGS))" ]; then cat $(ASAN_LOGS)/*; echo "test-asan: sanitizer reports above"; exit 1; fi; \
+	exit $$status
+
+# fuzz: coverage-guided libFuzzer run of the scanner and rewriter against
+# Python's tokenize and ast (fuzz/README.md); FUZZ_SECONDS=600 by default.
+fuzz: $(VENV)/.installed
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" fuzz/run.sh $(or $(FUZZ_SECONDS),600)
+
+# soak: the long crash, concurrency and fault runs (soak/README.md).
+soak: $(VENV)/.installed
+	$(VPY) soak/crash.py
+	$(VPY) soak/concurrency.py
+	$(VPY) soak/faults.py
+
 clean:
-	rm -rf $(VENV) $(BENCH_VENVS) build .devstash_cache
+	rm -rf $(VENV) $(BENCH_VENVS) $(ASAN_VENV) build build-asan build-fuzz .devstash_cache

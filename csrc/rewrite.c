@@ -30,7 +30,7 @@ static struct {
     PyObject *If, *With, *AsyncWith, *Try, *TryStar;
     PyObject *ImportFrom;
     PyObject *Call, *Attribute, *Subscript, *Slice, *Await, *Starred;
-    PyObject *Name, *Constant, *Tuple, *Dict, *Lambda, *arguments;
+    PyObject *Name, *Constant, *Tuple, *Dict, *Lambda, *arguments, *arg;
     PyObject *Load, *Store, *keyword, *comprehension;
     PyObject *Yield, *YieldFrom, *NamedExpr;
     PyObject *Module, *AST;
@@ -58,7 +58,7 @@ rewrite_ready(void)
     LOAD(ImportFrom)
     LOAD(Call) LOAD(Attribute) LOAD(Subscript) LOAD(Slice) LOAD(Await) LOAD(Starred)
     LOAD(Name) LOAD(Constant) LOAD(Tuple) LOAD(Dict) LOAD(Lambda) LOAD(arguments)
-    LOAD(Load) LOAD(Store) LOAD(keyword) LOAD(comprehension)
+    LOAD(Load) LOAD(Store) LOAD(keyword) LOAD(comprehension) LOAD(arg)
     LOAD(Yield) LOAD(YieldFrom) LOAD(NamedExpr)
     LOAD(Module) LOAD(AST)
 #undef LOAD
@@ -451,6 +451,29 @@ segment(const rewriter *rw, PyObject *node)
     return PyUnicode_DecodeUTF8(rw->src + start, end - start, "replace");
 }
 
+/* Whether node is `super()`: it finds its class and instance in the frame
+ * it runs in, so it must run where it stands, never inside a lambda or the
+ * runtime. */
+static int
+is_bare_super(PyObject *node)
+{
+    if (!is_a(node, T.Call))
+        return 0;
+    PyObject *func = PyObject_GetAttrString(node, "func");
+    PyObject *args = PyObject_GetAttrString(node, "args");
+    PyObject *kws = PyObject_GetAttrString(node, "keywords");
+    PyObject *id = func != NULL && is_a(func, T.Name) ? PyObject_GetAttrString(func, "id") : NULL;
+    int result = id != NULL && PyUnicode_Check(id) && PyUnicode_CompareWithASCIIString(id, "super") == 0 &&
+                 args != NULL && PyList_Check(args) && PyList_GET_SIZE(args) == 0 &&
+                 kws != NULL && PyList_Check(kws) && PyList_GET_SIZE(kws) == 0;
+    Py_XDECREF(func);
+    Py_XDECREF(args);
+    Py_XDECREF(kws);
+    Py_XDECREF(id);
+    PyErr_Clear();
+    return result;
+}
+
 /* A chain step list from the outermost node inward, ending at the innermost
  * call; *root receives that call's callee (borrowed). 0 when expr is no
  * call chain (a plain expression). */
@@ -464,6 +487,8 @@ find_chain(PyObject *expr, PyObject **root, PyObject *path)
             return -1;
         PyObject *next;
         if (is_a(node, T.Call)) {
+            if (is_bare_super(node))   /* super().f(x): the root is super().f */
+                break;
             innermost = node;
             innermost_depth = depth;
             next = PyObject_GetAttrString(node, "func");
@@ -560,7 +585,8 @@ free_names(PyObject *node, PyObject *loads, PyObject *stores)
     return rc;
 }
 
-/* Whether node holds a yield, await or := (which a lambda cannot hold). */
+/* Whether node holds a yield, await, := or super() (which cannot move into
+ * a lambda). */
 static int
 has_scope_breaker(PyObject *node)
 {
@@ -575,7 +601,7 @@ has_scope_breaker(PyObject *node)
     if (!PyObject_TypeCheck(node, (PyTypeObject *)T.AST))
         return 0;
     if (is_a(node, T.Yield) || is_a(node, T.YieldFrom) || is_a(node, T.Await) ||
-        is_a(node, T.NamedExpr))
+        is_a(node, T.NamedExpr) || is_bare_super(node))
         return 1;
     PyObject *fields = PyObject_GetAttrString((PyObject *)Py_TYPE(node), "_fields");
     if (fields == NULL)
@@ -594,38 +620,44 @@ has_scope_breaker(PyObject *node)
     return rc;
 }
 
+/* lambda n1, n2, ...: body */
 static PyObject *
-empty_arguments(void)
+make_lambda(PyObject *params, PyObject *body, PyObject *loc)
 {
     PyObject *l[5] = {PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0)};
-    PyObject *result = NULL;
-    if (l[0] && l[1] && l[2] && l[3] && l[4])
-        result = node_new(T.arguments, NULL, "posonlyargs", l[0], "args", l[1],
-                          "kwonlyargs", l[2], "kw_defaults", l[3], "defaults", l[4],
-                          "vararg", Py_None, "kwarg", Py_None, NULL);
+    PyObject *args = NULL, *result = NULL;
+    if (!(l[0] && l[1] && l[2] && l[3] && l[4]))
+        goto done;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(params); i++) {
+        PyObject *a = node_new(T.arg, loc, "arg", PyList_GET_ITEM(params, i), "annotation", Py_None,
+                               "type_comment", Py_None, NULL);
+        if (a == NULL || PyList_Append(l[1], a) < 0) {
+            Py_XDECREF(a);
+            goto done;
+        }
+        Py_DECREF(a);
+    }
+    args = node_new(T.arguments, NULL, "posonlyargs", l[0], "args", l[1], "kwonlyargs", l[2],
+                    "kw_defaults", l[3], "defaults", l[4], "vararg", Py_None, "kwarg", Py_None, NULL);
+    if (args != NULL)
+        result = node_new(T.Lambda, loc, "args", args, "body", body, NULL);
+done:
     for (int i = 0; i < 5; i++)
         Py_XDECREF(l[i]);
+    Py_XDECREF(args);
     return result;
 }
 
-static PyObject *
-make_lambda(PyObject *body, PyObject *loc)
-{
-    PyObject *args = empty_arguments();
-    if (args == NULL)
-        return NULL;
-    PyObject *lam = node_new(T.Lambda, loc, "args", args, "body", body, NULL);
-    Py_DECREF(args);
-    return lam;
-}
-
-/* @devstash.expr(SITE, lambda: E, lambda: (names...)) */
+/* @devstash.expr(SITE, lambda n1, n2, ...: E, (n1, n2, ...))
+ * The names E reads are evaluated where the statement stands (a class body
+ * included, whose names a lambda could not see) and handed to E as
+ * parameters: the value is computed from exactly the values keyed. */
 static PyObject *
 rewrite_plain(long site, PyObject *expr, PyObject *names)
 {
-    PyObject *thunk = NULL, *elts = NULL, *ctx = NULL, *tuple = NULL, *values = NULL;
+    PyObject *thunk = NULL, *elts = NULL, *ctx = NULL, *tuple = NULL;
     PyObject *rest = NULL, *keywords = NULL, *result = NULL;
-    if ((thunk = make_lambda(expr, expr)) == NULL)
+    if ((thunk = make_lambda(names, expr, expr)) == NULL)
         goto done;
     if ((ctx = load_ctx()) == NULL || (elts = PyList_New(0)) == NULL)
         goto done;
@@ -639,9 +671,7 @@ rewrite_plain(long site, PyObject *expr, PyObject *names)
     }
     if ((tuple = node_new(T.Tuple, expr, "elts", elts, "ctx", ctx, NULL)) == NULL)
         goto done;
-    if ((values = make_lambda(tuple, expr)) == NULL)
-        goto done;
-    if ((rest = Py_BuildValue("[OO]", thunk, values)) == NULL || (keywords = PyList_New(0)) == NULL)
+    if ((rest = Py_BuildValue("[OO]", thunk, tuple)) == NULL || (keywords = PyList_New(0)) == NULL)
         goto done;
     result = runtime_call("expr", site, rest, keywords, expr);
 done:
@@ -649,7 +679,6 @@ done:
     Py_XDECREF(elts);
     Py_XDECREF(ctx);
     Py_XDECREF(tuple);
-    Py_XDECREF(values);
     Py_XDECREF(rest);
     Py_XDECREF(keywords);
     return result;
@@ -1265,6 +1294,12 @@ rewrite_py_rewrite(PyObject *module, PyObject *args, PyObject *kwargs)
     int gc_was_enabled = PyGC_Disable();
     const char *src = PyBytes_AS_STRING(source);
     Py_ssize_t len = PyBytes_GET_SIZE(source);
+    /* The parser reads a C string: a NUL would end the module there. Refuse
+     * it as compile() and ast.parse do. */
+    if (memchr(src, '\0', (size_t)len) != NULL) {
+        PyErr_SetString(PyExc_SyntaxError, "source code string cannot contain null bytes");
+        goto done;
+    }
     if (original != Py_None && resume_line > 0 && !want_tree) {
         result = rewrite_outlined(filename, src, len, resume_line, original);
         if (result == Py_None)

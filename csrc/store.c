@@ -1321,8 +1321,10 @@ store_flush(StoreObject *s)
     if (!s->readonly && s->hits_used > 0) {
         double saved = 0;
         int was_dirty = s->env->dirty;
-        if (store_write_txn(s, flush_fill, &saved, 64 * s->hits_used) < 0)
+        if (store_write_txn(s, flush_fill, &saved, 64 * s->hits_used) < 0) {
+            hits_clear(s);   /* best effort: close must not try (and report) again */
             return -1;
+        }
         /* Hit counts alone are not worth a disk flush at every exit: a warm
          * run would pay for it, and a lost count costs nothing. */
         s->env->dirty = was_dirty;
@@ -1459,7 +1461,7 @@ Store_dealloc(StoreObject *s)
             s->reading = 0;
         }
         if (store_close_impl(s) < 0)
-            PyErr_WriteUnraisable((PyObject *)s);
+            PyErr_WriteUnraisable(NULL);   /* not s: its refcount is 0 */
         PyErr_Restore(type, value, tb);
     }
     hits_clear(s);

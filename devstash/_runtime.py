@@ -112,7 +112,7 @@ def _configure_logging() -> bool:
     logger = logging.getLogger("devstash")
     if not logger.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter("%(message)s"))  # messages say "devstash: "
         logger.addHandler(handler)
     logger.setLevel(level)
     return True
@@ -222,12 +222,21 @@ class Runtime(_core.Runtime):
 
     def _store_failed(self, site, exc):
         warn(f"{self._where(site)}: the cache failed ({_describe(exc)}); running uncached from here")
-        self.store = None
+        store, self.store = self.store, None
+        if store is None:
+            return
+        for path, known in _stores.items():  # said once: not again at exit
+            if known is store:
+                _stores[path] = None
+        try:
+            store.flush()  # writes (or, failing, drops) the pending hit counts now
+        except Exception:  # noqa: BLE001 - already reported above
+            pass
 
     def _event(self, kind, site, detail):
         if kind == "miss" and detail == "new arguments" and self._site_had_entries(site):
             detail = "new arguments or changed code"
-        _logger().info("%s %s%s", kind, self._where(site), f" ({detail})" if detail else "")
+        _logger().info("devstash: %s %s%s", kind, self._where(site), f" ({detail})" if detail else "")
 
     def _site_had_entries(self, site) -> bool:
         """Whether the store held values from this call site when the run
@@ -257,16 +266,14 @@ class Runtime(_core.Runtime):
         return self._compute(site, key, lambda: run_chain(root, steps), root)
 
     def expr(self, site, thunk, values):
-        try:
-            names = values()
-        except NameError:  # a name the expression may never read is unbound
-            return thunk()
-        key = self.key_expr(site, names)
+        """A plain expression: `values` are the names it reads, which the
+        thunk takes as parameters (see rewrite_plain in rewrite.c)."""
+        key = self.key_expr(site, values)
         if key is not None:
             hit, value = self.load(site, key)
             if hit:
                 return value
-        return self._compute(site, key, thunk, None)
+        return self._compute(site, key, lambda: thunk(*values), None)
 
     async def acall(self, site, func, *args, **kwargs):
         key = self.key_call(site, func, *args, **kwargs) if self.store is not None else None
