@@ -27,7 +27,8 @@
  * dirty pages back in any order, so writes since the last mdb_env_sync may be
  * lost and the file may even be damaged (delete the folder then). For a cache
  * that is right: a synced commit costs a disk flush (milliseconds) per value,
- * and a lost entry is only recomputed. store_flush and close sync.
+ * and a lost entry is only recomputed. store_flush and close sync; at a
+ * process's exit devstash only starts the writeback (store_flush_nowait).
  * Why WRITEMAP: without it a commit costs one pwrite per scattered dirty page
  * (about 7 for a small entry: 12 us instead of 3.5 us). Its two hazards in
  * LMDB 0.9 are handled here: opening or resizing ftruncates data.mdb to this
@@ -1342,6 +1343,27 @@ store_flush(StoreObject *s)
     return 0;
 }
 
+/* Writes pending hits, then starts writing the map back to disk without
+ * waiting for it (what a process does at exit): the window in which a power
+ * cut could lose or damage recent entries shrinks to the writeback itself,
+ * and the run does not wait milliseconds for the disk. */
+static int
+store_flush_nowait(StoreObject *s)
+{
+    int dirty = s->env != NULL && s->env->dirty;
+    if (dirty)
+        s->env->dirty = 0;   /* so store_flush only writes the hits */
+    int rc = store_flush(s);
+    if (dirty && rc == 0) {
+        int fd;
+        if (mdb_env_get_fd(s->env->env, &fd) == 0)
+            (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);   /* a hint */
+    }
+    else if (dirty)
+        s->env->dirty = 1;
+    return rc;
+}
+
 /* ---- the Python type ----------------------------------------------------- */
 
 /* Borrows a 16-byte key from a bytes-like object; release with
@@ -1883,10 +1905,13 @@ Store_note_hit(StoreObject *s, PyObject *args)
 }
 
 static PyObject *
-Store_flush(StoreObject *s, PyObject *unused)
+Store_flush(StoreObject *s, PyObject *args, PyObject *kwargs)
 {
-    DS_UNUSED(unused);
-    if (store_flush(s) < 0)
+    static char *kwlist[] = {"wait", NULL};
+    int wait = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p:flush", kwlist, &wait))
+        return NULL;
+    if ((wait ? store_flush(s) : store_flush_nowait(s)) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -2172,8 +2197,9 @@ static PyMethodDef Store_methods[] = {
     {"count", (PyCFunction)Store_count, METH_NOARGS, "count() -> int: stored values."},
     {"note_hit", (PyCFunction)Store_note_hit, METH_VARARGS,
      "note_hit(key, when): count a hit in memory; written by flush()."},
-    {"flush", (PyCFunction)Store_flush, METH_NOARGS,
-     "flush(): write pending hits and sync to disk."},
+    {"flush", (PyCFunction)(void (*)(void))Store_flush, METH_VARARGS | METH_KEYWORDS,
+     "flush(wait=True): write pending hits and sync to disk; wait=False only starts the "
+     "writeback (at exit)."},
     {"get_code", (PyCFunction)Store_get_code, METH_O, "get_code(key) -> bytes | None"},
     {"put_code", (PyCFunction)Store_put_code, METH_VARARGS, "put_code(key, data)"},
     {"info", (PyCFunction)Store_info, METH_NOARGS,

@@ -71,7 +71,7 @@ def _at_exit() -> None:
         if store is None:
             continue
         try:
-            store.flush()
+            store.flush(wait=False)  # see store.c: start the writeback, do not wait
         except Exception as exc:  # noqa: BLE001 - at exit, a report is all we can do
             warn(f"could not record hit counts ({exc})")
     hits = sum(rt.hits for rt in _runtimes)
