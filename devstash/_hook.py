@@ -135,13 +135,18 @@ def _install(finder) -> DevstashFinder:
 
 
 def _warn_early_imports(finder) -> None:
+    # Runs at every activate(): the cheap tests come first (most modules are
+    # the standard library's, whose absolute paths fail the roots prefix).
+    roots = finder.roots
     for name, module in list(sys.modules.items()):
         filename = getattr(module, "__file__", None)
-        if name in ("__main__", "__mp_main__") or not isinstance(filename, str):
+        if not isinstance(filename, str) or not filename.endswith(".py"):
             continue
-        if not filename.endswith(".py") or isinstance(getattr(module, "__loader__", None), DevstashLoader):
+        if not os.path.isabs(filename):
+            filename = os.path.abspath(filename)
+        if not filename.startswith(roots) or name in ("__main__", "__mp_main__"):
             continue
-        if not finder.in_project(os.path.abspath(filename)):
+        if isinstance(getattr(module, "__loader__", None), DevstashLoader) or not finder.in_project(filename):
             continue
         try:
             with open(filename, "rb") as f:
