@@ -249,6 +249,19 @@ error:
     Py_XDECREF(num);
 }
 
+/* LMDB aborts the process when it meets a page that cannot be (a data.mdb
+ * damaged from outside: a killed process never leaves one). Nothing here can
+ * stop that abort; at least the user learns what happened and what to do. */
+static void
+store_on_assert(MDB_env *env, const char *msg)
+{
+    const char *path = NULL;
+    if (mdb_env_get_path(env, &path) != 0)
+        path = NULL;
+    fprintf(stderr, "devstash: the cache in %s is damaged (%s); run `devstash doctor` "
+            "or delete the folder\n", path ? path : "?", msg);
+}
+
 /* ---- environment lifetime and map size ---------------------------------- */
 
 static int
@@ -528,6 +541,7 @@ env_acquire(PyObject *path, const char *fspath, size_t map_size, int rdonly)
         store_raise(rc, "create LMDB environment", path);
         goto error;
     }
+    (void)mdb_env_set_assert(e->env, store_on_assert);
     long page = sysconf(_SC_PAGESIZE);
     size_t psize = page > 0 ? (size_t)page : 4096;
     if (map_size == 0)
