@@ -198,6 +198,39 @@ Runtime_finish_key(RuntimeObject *self, ds_hasher *h, Py_ssize_t site,
     keys_digest(h, key);
 }
 
+/* Ends a key that `rc` (0, or -1 with an exception) says was fed or not.
+ * 0: key written; 1: the inputs cannot be keyed (reported to the policy:
+ * compute without caching); -1: an error that must reach the user. */
+static int
+Runtime_key_done(RuntimeObject *self, ds_hasher *h, Py_ssize_t site, int rc,
+                 unsigned char key[DS_DIGEST_SIZE])
+{
+    if (rc == 0)
+        Runtime_finish_key(self, h, site, key);
+    Runtime_key_end(self, h);
+    if (rc == 0)
+        return 0;
+    if (PyErr_ExceptionMatches(PyExc_MemoryError) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+        return -1;
+    Runtime_notify_error(self, "_uncacheable", site);
+    return 1;
+}
+
+/* The key of func(*args, **kwargs) at site: the callee's identity (with its
+ * code unless the marker says nocode) and the arguments. As Runtime_key_done. */
+static int
+Runtime_call_key(RuntimeObject *self, Py_ssize_t site, PyObject *func, PyObject *const *args,
+                 Py_ssize_t nargs, PyObject *kwnames, unsigned char key[DS_DIGEST_SIZE])
+{
+    ds_hasher *h = Runtime_key_begin(self, KEY_CALL, sizeof KEY_CALL);
+    if (h == NULL)
+        return -1;
+    int rc = keys_update_callee(h, func, !(self->info[site].flags & DS_OPT_NOCODE));
+    if (rc == 0)
+        rc = keys_update_args(h, args, nargs, kwnames);
+    return Runtime_key_done(self, h, site, rc, key);
+}
+
 /* ---- load and save -------------------------------------------------------- */
 
 /* Values made only of exact built-in types (numbers, str, bytes, and
@@ -550,19 +583,11 @@ Runtime_call(RuntimeObject *self, PyObject *const *args, size_t nargsf, PyObject
         return PyObject_Vectorcall(func, call_args, call_nargs, kwnames);
 
     unsigned char key[DS_DIGEST_SIZE];
-    ds_hasher *h = Runtime_key_begin(self, KEY_CALL, sizeof KEY_CALL);
-    if (h == NULL)
+    int keyed = Runtime_call_key(self, site, func, call_args, call_nargs, kwnames, key);
+    if (keyed < 0)
         return NULL;
-    if (keys_update_callee(h, func, !(self->info[site].flags & DS_OPT_NOCODE)) < 0 ||
-        keys_update_args(h, call_args, call_nargs, kwnames) < 0) {
-        Runtime_key_end(self, h);
-        if (PyErr_ExceptionMatches(PyExc_MemoryError) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
-            return NULL;
-        Runtime_notify_error(self, "_uncacheable", site);
+    if (keyed > 0)   /* inputs that cannot be keyed: computed, never cached */
         return PyObject_Vectorcall(func, call_args, call_nargs, kwnames);
-    }
-    Runtime_finish_key(self, h, site, key);
-    Runtime_key_end(self, h);
 
     PyObject *value;
     const char *why;
@@ -603,19 +628,14 @@ Runtime_call(RuntimeObject *self, PyObject *const *args, size_t nargsf, PyObject
 
 /* ---- primitives for the Python side (chains, expressions, async) --------- */
 
+/* A key for Python: bytes, None when the inputs cannot be keyed, NULL on error. */
 static PyObject *
-Runtime_key_result(RuntimeObject *self, ds_hasher *h, Py_ssize_t site, int rc)
+Runtime_key_object(int keyed, const unsigned char key[DS_DIGEST_SIZE])
 {
-    if (rc < 0) {
-        Runtime_key_end(self, h);
-        if (PyErr_ExceptionMatches(PyExc_MemoryError) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
-            return NULL;
-        Runtime_notify_error(self, "_uncacheable", site);
+    if (keyed < 0)
+        return NULL;
+    if (keyed > 0)
         Py_RETURN_NONE;
-    }
-    unsigned char key[DS_DIGEST_SIZE];
-    Runtime_finish_key(self, h, site, key);
-    Runtime_key_end(self, h);
     return PyBytes_FromStringAndSize((const char *)key, DS_DIGEST_SIZE);
 }
 
@@ -630,13 +650,8 @@ Runtime_key_call(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs, P
     }
     if (Runtime_site(self, args[0], &site) < 0)
         return NULL;
-    ds_hasher *h = Runtime_key_begin(self, KEY_CALL, sizeof KEY_CALL);
-    if (h == NULL)
-        return NULL;
-    int rc = keys_update_callee(h, args[1], !(self->info[site].flags & DS_OPT_NOCODE));
-    if (rc == 0)
-        rc = keys_update_args(h, args + 2, nargs - 2, kwnames);
-    return Runtime_key_result(self, h, site, rc);
+    unsigned char key[DS_DIGEST_SIZE];
+    return Runtime_key_object(Runtime_call_key(self, site, args[1], args + 2, nargs - 2, kwnames, key), key);
 }
 
 /* rt.key_chain(site, root, steps) -> bytes | None */
@@ -656,7 +671,8 @@ Runtime_key_chain(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs)
     int rc = keys_update_callee(h, args[1], !(self->info[site].flags & DS_OPT_NOCODE));
     if (rc == 0)
         rc = keys_update_object(h, args[2]);
-    return Runtime_key_result(self, h, site, rc);
+    unsigned char key[DS_DIGEST_SIZE];
+    return Runtime_key_object(Runtime_key_done(self, h, site, rc, key), key);
 }
 
 /* rt.key_expr(site, values) -> bytes | None: the statement's text and the
@@ -677,7 +693,8 @@ Runtime_key_expr(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs)
     int rc = keys_update_object(h, PyTuple_GET_ITEM(PyTuple_GET_ITEM(self->sites, site), 5));
     if (rc == 0)
         rc = keys_update_object(h, args[1]);
-    return Runtime_key_result(self, h, site, rc);
+    unsigned char key[DS_DIGEST_SIZE];
+    return Runtime_key_object(Runtime_key_done(self, h, site, rc, key), key);
 }
 
 static int
