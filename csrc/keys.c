@@ -109,6 +109,7 @@ static int shared_busy = 0;
 static PyObject *int_five = NULL;
 static PyObject *dispatch_table = NULL;     /* copyreg.dispatch_table */
 
+static PyObject *s_main, *s_mp_main;
 static PyObject *s_reduce_ex, *s_module, *s_qualname, *s_dtype, *s_kind,
     *s_hasobject, *s_names, *s_descr, *s_str, *s_shape, *s_tobytes, *s_init,
     *s_call, *s_wrapped, *s_co_code, *s_co_qualname, *s_co_varnames,
@@ -460,6 +461,17 @@ feed_name(ds_hasher *h, PyObject *o)
     return 0;
 }
 
+/* A module name: a process that multiprocessing spawns runs the main
+ * script as __mp_main__, defining the same functions and classes as
+ * __main__, so both key alike (a worker hits what the parent stored). */
+static int
+feed_module_name(ds_hasher *h, PyObject *mod)
+{
+    if (mod != NULL && PyUnicode_Check(mod) && PyUnicode_Compare(mod, s_mp_main) == 0)
+        mod = s_main;
+    return feed_name(h, mod);
+}
+
 /* ------------------------------------------------------ containers */
 
 static int
@@ -680,7 +692,7 @@ feed_type(ds_hasher *h, PyTypeObject *t)
     if (qual == NULL)
         goto error;
     Sink_u8(h->sink, KT_TYPE);
-    if (feed_name(h, mod) < 0 || feed_name(h, qual) < 0)
+    if (feed_module_name(h, mod) < 0 || feed_name(h, qual) < 0)
         goto error;
     ret = 0;
 error:
@@ -1263,7 +1275,7 @@ feed_function(ds_hasher *h, PyObject *func, int with_code, PyTypeObject *owner)
     int user_code = with_code && ci.is_user;
 
     Sink_u8(h->sink, KT_FUNCTION);
-    if (feed_name(h, f->func_module) < 0 || feed_name(h, f->func_qualname) < 0)
+    if (feed_module_name(h, f->func_module) < 0 || feed_name(h, f->func_qualname) < 0)
         goto error;
     if (user_code || !unique) {
         Sink_u8(h->sink, KT_CODE);
@@ -1539,7 +1551,7 @@ feed_global(ds_hasher *h, PyObject *o, PyObject *name)
         PyErr_Clear();
     }
     Sink_u8(h->sink, KT_GLOBAL);
-    if (feed_type(h, Py_TYPE(o)) < 0 || feed_name(h, mod) < 0 || feed_name(h, name) < 0)
+    if (feed_type(h, Py_TYPE(o)) < 0 || feed_module_name(h, mod) < 0 || feed_name(h, name) < 0)
         goto error;
     wrapped = PyObject_GetAttr(o, s_wrapped);
     if (wrapped == NULL) {
@@ -2137,6 +2149,7 @@ keys_module_init(PyObject *module)
         {&s_co_varnames, "co_varnames"}, {&s_co_freevars, "co_freevars"},
         {&s_co_cellvars, "co_cellvars"}, {&s_co_exceptiontable, "co_exceptiontable"},
         {&s_frozen, "<frozen"}, {&s_copy, "copy"}, {&s_C, "C"},
+        {&s_main, "__main__"}, {&s_mp_main, "__mp_main__"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (*names[i].slot == NULL) {

@@ -196,3 +196,24 @@ print(n)
         proc.stdout.close()
         count = int(scripts.run("check.py").stdout)
         assert count >= 1
+
+
+def test_spawned_worker_and_parent_share_entries(scripts):
+    scripts.write("script.py", HEADER + """
+import multiprocessing as mp
+
+def square(x):
+    print("computing", x, flush=True)
+    return x * x
+
+def work(x):
+    return square(x)  # @devstash
+
+if __name__ == "__main__":
+    with mp.get_context("spawn").Pool(1) as pool:
+        print("worker", pool.apply(work, (3,)), flush=True)
+    print("parent", work(3), flush=True)
+""")
+    first = scripts.run()
+    assert first.stdout.splitlines() == ["computing 3", "worker 9", "parent 9"]
+    assert scripts.run().stdout.splitlines() == ["worker 9", "parent 9"]
