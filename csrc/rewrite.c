@@ -92,6 +92,18 @@ is_a(PyObject *node, PyObject *type)
 
 /* ---- small node helpers ------------------------------------------------- */
 
+/* Appends a new reference (NULL: an error already set) to list, dropping
+ * it: 0, or -1 with an exception. */
+static int
+append_new(PyObject *list, PyObject *item)
+{
+    if (item == NULL)
+        return -1;
+    int rc = PyList_Append(list, item);
+    Py_DECREF(item);
+    return rc;
+}
+
 static long
 node_int(PyObject *node, const char *attr)
 {
@@ -629,13 +641,9 @@ make_lambda(PyObject *params, PyObject *body, PyObject *loc)
     if (!(l[0] && l[1] && l[2] && l[3] && l[4]))
         goto done;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(params); i++) {
-        PyObject *a = node_new(T.arg, loc, "arg", PyList_GET_ITEM(params, i), "annotation", Py_None,
-                               "type_comment", Py_None, NULL);
-        if (a == NULL || PyList_Append(l[1], a) < 0) {
-            Py_XDECREF(a);
+        if (append_new(l[1], node_new(T.arg, loc, "arg", PyList_GET_ITEM(params, i),
+                                      "annotation", Py_None, "type_comment", Py_None, NULL)) < 0)
             goto done;
-        }
-        Py_DECREF(a);
     }
     args = node_new(T.arguments, NULL, "posonlyargs", l[0], "args", l[1], "kwonlyargs", l[2],
                     "kw_defaults", l[3], "defaults", l[4], "vararg", Py_None, "kwarg", Py_None, NULL);
@@ -662,12 +670,8 @@ rewrite_plain(long site, PyObject *expr, PyObject *names)
     if ((ctx = load_ctx()) == NULL || (elts = PyList_New(0)) == NULL)
         goto done;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(names); i++) {
-        PyObject *name = node_new(T.Name, expr, "id", PyList_GET_ITEM(names, i), "ctx", ctx, NULL);
-        if (name == NULL || PyList_Append(elts, name) < 0) {
-            Py_XDECREF(name);
+        if (append_new(elts, node_new(T.Name, expr, "id", PyList_GET_ITEM(names, i), "ctx", ctx, NULL)) < 0)
             goto done;
-        }
-        Py_DECREF(name);
     }
     if ((tuple = node_new(T.Tuple, expr, "elts", elts, "ctx", ctx, NULL)) == NULL)
         goto done;
@@ -759,12 +763,8 @@ rewrite_chain(long site, const char *method, PyObject *expr, PyObject *root, PyO
     if (ctx == NULL || (steps = PyList_New(0)) == NULL)
         goto done;
     for (Py_ssize_t i = PyList_GET_SIZE(path) - 1; i >= 0; i--) {
-        PyObject *step = chain_step(PyList_GET_ITEM(path, i));
-        if (step == NULL || PyList_Append(steps, step) < 0) {
-            Py_XDECREF(step);
+        if (append_new(steps, chain_step(PyList_GET_ITEM(path, i))) < 0)
             goto done;
-        }
-        Py_DECREF(step);
     }
     if ((tuple = node_new(T.Tuple, expr, "elts", steps, "ctx", ctx, NULL)) == NULL)
         goto done;
@@ -1046,12 +1046,8 @@ prologue_statement(PyObject *filename, PyObject *sites, PyObject *loc)
     if (consts == NULL || (import_args = PyList_New(0)) == NULL)
         goto done;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(consts); i++) {
-        PyObject *c = make_constant(PyTuple_GET_ITEM(consts, i), loc);
-        if (c == NULL || PyList_Append(import_args, c) < 0) {
-            Py_XDECREF(c);
+        if (append_new(import_args, make_constant(PyTuple_GET_ITEM(consts, i), loc)) < 0)
             goto done;
-        }
-        Py_DECREF(c);
     }
     if ((empty = PyList_New(0)) == NULL)
         goto done;
