@@ -146,10 +146,17 @@ Runtime_event(RuntimeObject *self, const char *kind, Py_ssize_t site, const char
     PyErr_Restore(type, value, tb);
 }
 
+/* Checks a method's argument count (min..max; max < 0: no limit, usage
+ * says how to call it) and reads args[0], the call site index. */
 static int
-Runtime_site(RuntimeObject *self, PyObject *arg, Py_ssize_t *site)
+Runtime_site(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t min,
+             Py_ssize_t max, const char *usage, Py_ssize_t *site)
 {
-    Py_ssize_t i = PyLong_AsSsize_t(arg);
+    if (nargs < min || (max >= 0 && nargs > max)) {
+        PyErr_Format(PyExc_TypeError, "devstash runtime: %s", usage);
+        return -1;
+    }
+    Py_ssize_t i = PyLong_AsSsize_t(args[0]);
     if (i == -1 && PyErr_Occurred())
         return -1;
     if (i < 0 || i >= self->nsites) {
@@ -570,11 +577,7 @@ static PyObject *
 Runtime_call(RuntimeObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), site;
-    if (nargs < 2) {
-        PyErr_SetString(PyExc_TypeError, "call(site, func, *args, **kwargs)");
-        return NULL;
-    }
-    if (Runtime_site(self, args[0], &site) < 0)
+    if (Runtime_site(self, args, nargs, 2, -1, "call(site, func, *args, **kwargs)", &site) < 0)
         return NULL;
     PyObject *func = args[1];
     PyObject *const *call_args = args + 2;
@@ -644,11 +647,7 @@ static PyObject *
 Runtime_key_call(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     Py_ssize_t site;
-    if (nargs < 2) {
-        PyErr_SetString(PyExc_TypeError, "key_call(site, func, *args, **kwargs)");
-        return NULL;
-    }
-    if (Runtime_site(self, args[0], &site) < 0)
+    if (Runtime_site(self, args, nargs, 2, -1, "key_call(site, func, *args, **kwargs)", &site) < 0)
         return NULL;
     unsigned char key[DS_DIGEST_SIZE];
     return Runtime_key_object(Runtime_call_key(self, site, args[1], args + 2, nargs - 2, kwnames, key), key);
@@ -659,11 +658,7 @@ static PyObject *
 Runtime_key_chain(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t site;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "key_chain(site, root, steps)");
-        return NULL;
-    }
-    if (Runtime_site(self, args[0], &site) < 0)
+    if (Runtime_site(self, args, nargs, 3, 3, "key_chain(site, root, steps)", &site) < 0)
         return NULL;
     ds_hasher *h = Runtime_key_begin(self, KEY_CHAIN, sizeof KEY_CHAIN);
     if (h == NULL)
@@ -681,11 +676,7 @@ static PyObject *
 Runtime_key_expr(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t site;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "key_expr(site, values)");
-        return NULL;
-    }
-    if (Runtime_site(self, args[0], &site) < 0)
+    if (Runtime_site(self, args, nargs, 2, 2, "key_expr(site, values)", &site) < 0)
         return NULL;
     ds_hasher *h = Runtime_key_begin(self, KEY_EXPR, sizeof KEY_EXPR);
     if (h == NULL)
@@ -714,11 +705,8 @@ Runtime_load_py(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t site;
     const unsigned char *key;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "load(site, key)");
-        return NULL;
-    }
-    if (Runtime_site(self, args[0], &site) < 0 || key_arg(args[1], &key) < 0)
+    if (Runtime_site(self, args, nargs, 2, 2, "load(site, key)", &site) < 0 ||
+        key_arg(args[1], &key) < 0)
         return NULL;
     PyObject *value;
     const char *why;
@@ -742,11 +730,8 @@ Runtime_save_py(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t site;
     const unsigned char *key;
-    if (nargs < 4 || nargs > 5) {
-        PyErr_SetString(PyExc_TypeError, "save(site, key, value, seconds, callee=None)");
-        return NULL;
-    }
-    if (Runtime_site(self, args[0], &site) < 0 || key_arg(args[1], &key) < 0)
+    if (Runtime_site(self, args, nargs, 4, 5, "save(site, key, value, seconds, callee=None)",
+                     &site) < 0 || key_arg(args[1], &key) < 0)
         return NULL;
     double seconds = PyFloat_AsDouble(args[3]);
     if (seconds == -1.0 && PyErr_Occurred())
