@@ -27,6 +27,7 @@
 typedef struct {
     double ttl;
     int flags;
+    int extra;              /* the key also takes self._site_extra(site) */
 } site_info;
 
 typedef struct {
@@ -34,6 +35,8 @@ typedef struct {
     PyObject *store;        /* a Store, or None when caching is off */
     PyObject *filename;
     PyObject *sites;        /* tuple of (line, col, ttl, flags, kind, label) */
+    PyObject *effects_type; /* the class of stored values that carry a call's
+                               effects (devstash/_effects.py), or NULL */
     site_info *info;
     Py_ssize_t nsites;
     ds_hasher *hasher;
@@ -223,6 +226,20 @@ Runtime_key_done(RuntimeObject *self, ds_hasher *h, Py_ssize_t site, int rc,
     return 1;
 }
 
+/* Inputs that only the policy knows a site reads (the global random
+ * generators' state, once a call there was seen to advance them): the value
+ * self._site_extra(site) returns. 0, or -1 with an exception. */
+static int
+Runtime_feed_extra(RuntimeObject *self, ds_hasher *h, Py_ssize_t site)
+{
+    PyObject *extra = PyObject_CallMethod((PyObject *)self, "_site_extra", "n", site);
+    if (extra == NULL)
+        return -1;
+    int rc = keys_update_object(h, extra);
+    Py_DECREF(extra);
+    return rc;
+}
+
 /* The key of func(*args, **kwargs) at site: the callee's identity (with its
  * code unless the marker says nocode) and the arguments. As Runtime_key_done. */
 static int
@@ -235,6 +252,8 @@ Runtime_call_key(RuntimeObject *self, Py_ssize_t site, PyObject *func, PyObject 
     int rc = keys_update_callee(h, func, !(self->info[site].flags & DS_OPT_NOCODE));
     if (rc == 0)
         rc = keys_update_args(h, args, nargs, kwnames);
+    if (rc == 0 && self->info[site].extra)
+        rc = Runtime_feed_extra(self, h, site);
     return Runtime_key_done(self, h, site, rc, key);
 }
 
@@ -573,6 +592,62 @@ Runtime_claim(RuntimeObject *self, Py_ssize_t site, const unsigned char key[DS_D
 
 /* ---- rt.call: the hit path ----------------------------------------------- */
 
+/* self.<method>(site, first, func, args, kwargs): the Python side's part of
+ * a call (a miss computes there, so it can see what the call changed; a hit
+ * whose value carries effects restores them there). Steals `first`. */
+static PyObject *
+Runtime_policy_call_obj(RuntimeObject *self, const char *method, Py_ssize_t site, PyObject *first,
+                        PyObject *func, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *res = NULL, *name = NULL, *site_obj = NULL, *pos = NULL, *kw = NULL;
+    if (first == NULL)
+        return NULL;
+    if ((name = PyUnicode_FromString(method)) == NULL
+        || (site_obj = PyLong_FromSsize_t(site)) == NULL
+        || (pos = PyTuple_New(nargs)) == NULL)
+        goto error;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        PyTuple_SET_ITEM(pos, i, Py_NewRef(args[i]));
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) {
+        if ((kw = PyDict_New()) == NULL)
+            goto error;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+            if (PyDict_SetItem(kw, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0)
+                goto error;
+        }
+    }
+    PyObject *argv[] = {(PyObject *)self, site_obj, first, func, pos, kw ? kw : Py_None};
+    res = PyObject_VectorcallMethod(name, argv, 6, NULL);
+error:
+    Py_DECREF(first);
+    Py_XDECREF(name);
+    Py_XDECREF(site_obj);
+    Py_XDECREF(pos);
+    Py_XDECREF(kw);
+    return res;
+}
+
+static PyObject *
+Runtime_policy_call(RuntimeObject *self, const char *method, Py_ssize_t site,
+                    const unsigned char key[DS_DIGEST_SIZE], PyObject *func,
+                    PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *key_obj = PyBytes_FromStringAndSize((const char *)key, DS_DIGEST_SIZE);
+    return Runtime_policy_call_obj(self, method, site, key_obj, func, args, nargs, kwnames);
+}
+
+/* A loaded value as the call returns it: most are returned as they are; a
+ * record of effects (what the call changed in its receiver, arguments or
+ * the random generators) is applied by self._restore. Steals `value`. */
+static inline PyObject *
+Runtime_hit_value(RuntimeObject *self, Py_ssize_t site, PyObject *value, PyObject *func,
+                  PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (self->effects_type == NULL || (PyObject *)Py_TYPE(value) != self->effects_type)
+        return value;
+    return Runtime_policy_call_obj(self, "_restore", site, value, func, args, nargs, kwnames);
+}
+
 static PyObject *
 Runtime_call(RuntimeObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -597,7 +672,7 @@ Runtime_call(RuntimeObject *self, PyObject *const *args, size_t nargsf, PyObject
     switch (Runtime_load(self, site, key, &value, &why)) {
     case LOAD_HIT:
         Runtime_event(self, "hit", site, "");
-        return value;
+        return Runtime_hit_value(self, site, value, func, call_args, call_nargs, kwnames);
     case LOAD_ERROR:
         return NULL;
     case LOAD_MISS:
@@ -607,7 +682,7 @@ Runtime_call(RuntimeObject *self, PyObject *const *args, size_t nargsf, PyObject
     switch (Runtime_claim(self, site, key, &value, &claimed)) {
     case LOAD_HIT:
         Runtime_event(self, "hit", site, "computed by another process");
-        return value;
+        return Runtime_hit_value(self, site, value, func, call_args, call_nargs, kwnames);
     case LOAD_ERROR:
         return NULL;
     case LOAD_MISS:
@@ -615,15 +690,7 @@ Runtime_call(RuntimeObject *self, PyObject *const *args, size_t nargsf, PyObject
     }
     self->misses++;
     Runtime_event(self, "miss", site, why);
-    double start = monotonic();
-    value = PyObject_Vectorcall(func, call_args, call_nargs, kwnames);
-    if (value != NULL) {
-        /* the user's exception passes unchanged; nothing is stored */
-        double seconds = monotonic() - start;
-        PyObject *name = callee_name(func);
-        Runtime_save(self, site, key, value, name, seconds);
-        Py_XDECREF(name);
-    }
+    value = Runtime_policy_call(self, "_run_call", site, key, func, call_args, call_nargs, kwnames);
     if (claimed)
         claims_release(self->claims_fd, key);
     return value;
@@ -748,6 +815,20 @@ Runtime_save_py(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs)
     return PyBool_FromLong(rc == 0);
 }
 
+/* rt.set_extra(site, on): whether the site's keys take self._site_extra(site) */
+static PyObject *
+Runtime_set_extra(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t site;
+    if (Runtime_site(self, args, nargs, 2, 2, "set_extra(site, on)", &site) < 0)
+        return NULL;
+    int on = PyObject_IsTrue(args[1]);
+    if (on < 0)
+        return NULL;
+    self->info[site].extra = on;
+    Py_RETURN_NONE;
+}
+
 /* ---- type ---------------------------------------------------------------- */
 
 static int
@@ -807,6 +888,7 @@ Runtime_traverse(RuntimeObject *self, visitproc visit, void *arg)
     Py_VISIT(self->store);
     Py_VISIT(self->filename);
     Py_VISIT(self->sites);
+    Py_VISIT(self->effects_type);
     Py_VISIT(Py_TYPE(self));
     return 0;
 }
@@ -817,6 +899,7 @@ Runtime_clear(RuntimeObject *self)
     Py_CLEAR(self->store);
     Py_CLEAR(self->filename);
     Py_CLEAR(self->sites);
+    Py_CLEAR(self->effects_type);
     return 0;
 }
 
@@ -847,12 +930,16 @@ static PyMethodDef Runtime_methods[] = {
      "load(site, key) -> (True, value) | (False, reason)"},
     {"save", (PyCFunction)(void (*)(void))Runtime_save_py, METH_FASTCALL,
      "save(site, key, value, seconds, callee=None) -> bool: whether it was stored"},
+    {"set_extra", (PyCFunction)(void (*)(void))Runtime_set_extra, METH_FASTCALL,
+     "set_extra(site, on): whether the site's keys also take self._site_extra(site)"},
     {NULL, NULL, 0, NULL},
 };
 
 static PyMemberDef Runtime_members[] = {
     {"store", T_OBJECT, offsetof(RuntimeObject, store), 0, "the Store, or None: caching off"},
     {"filename", T_OBJECT, offsetof(RuntimeObject, filename), READONLY, "the module's file"},
+    {"effects_type", T_OBJECT, offsetof(RuntimeObject, effects_type), 0,
+     "the class of loaded values whose effects self._restore applies"},
     {"sites", T_OBJECT, offsetof(RuntimeObject, sites), READONLY,
      "(line, col, ttl, flags, kind, label) per marker"},
     {"refresh", T_INT, offsetof(RuntimeObject, refresh_all), 0, "recompute every marked value"},

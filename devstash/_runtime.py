@@ -249,6 +249,22 @@ class Runtime(_core.Runtime):
                 self._sites_seen = set()
         return f"{self.filename}:{self.sites[site][0]}" in self._sites_seen
 
+    # -- the parts of rt.call() that run in Python (see runtime.c)
+    def _run_call(self, site, key, func, args, kwargs):
+        """A miss: computes func(*args, **kwargs) and stores the value."""
+        start = time.perf_counter()
+        value = func(*args, **kwargs) if kwargs else func(*args)
+        self.save(site, key, value, time.perf_counter() - start, func)
+        return value
+
+    def _restore(self, site, record, func, args, kwargs):
+        """A hit whose value is a record of effects (effects_type)."""
+        raise NotImplementedError
+
+    def _site_extra(self, site):
+        """What else the site's key takes once set_extra(site, True)."""
+        return None
+
     # -- cached forms the rewriter emits besides call()
     def _compute(self, site, key, compute, callee):
         start = time.perf_counter()
