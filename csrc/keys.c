@@ -22,11 +22,11 @@
  * bytes.
  *
  * Anything else goes through pickle's own description of its state,
- * obj.__reduce_ex__(5), hashed recursively with the same rules. */
-#include "keys.h"
-
-#define XXH_INLINE_ALL
-#include <xxhash.h>
+ * obj.__reduce_ex__(5), hashed recursively with the same rules.
+ *
+ * This file holds the dispatch and the values; keys_code.c the identity of
+ * code, keys_buffers.c memory (see keys_feed.h). */
+#include "keys_feed.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -35,93 +35,20 @@
  * old stored keys can never match a value encoded differently. */
 #define KEYS_FORMAT 1
 
-/* Type tags. They are persisted (inside stored keys): never renumber. */
-enum {
-    KT_NONE = 0x01, KT_FALSE = 0x02, KT_TRUE = 0x03, KT_ELLIPSIS = 0x04,
-    KT_INT = 0x05, KT_BIGINT = 0x06, KT_FLOAT = 0x07, KT_COMPLEX = 0x08,
-    KT_STR = 0x09, KT_BYTES = 0x0a, KT_BYTEARRAY = 0x0b,
-    KT_TUPLE = 0x10, KT_LIST = 0x11, KT_DICT = 0x12, KT_SET = 0x13,
-    KT_FROZENSET = 0x14, KT_UNORDERED = 0x15,
-    KT_NDARRAY = 0x18, KT_BUFFER = 0x19,
-    KT_TYPE = 0x20, KT_MODULE = 0x21, KT_FUNCTION = 0x22, KT_BUILTIN = 0x23,
-    KT_METHOD = 0x24, KT_CODE = 0x25, KT_INSTANCE = 0x26, KT_CLOSURE = 0x27,
-    KT_HELPER = 0x28, KT_SELF = 0x29, KT_EMPTY_CELL = 0x2a, KT_ODD_NAME = 0x2b,
-    KT_METHOD_HELPER = 0x2c,
-    KT_REDUCE = 0x30, KT_GLOBAL = 0x31, KT_ITEMS = 0x32, KT_UNHASHABLE = 0x33,
-    KT_ARGS = 0x40, KT_KWARGS = 0x41, KT_CALLEE = 0x42,
-    KT_END = 0x7f,
-};
-
-/* Nesting deeper than this is taken for a cycle (or is absurd): the value
- * is not keyed at all. Sub-digests nest at most once per level. */
-#define MAX_DEPTH 100
-#define MAX_SINKS (MAX_DEPTH + 4)
-/* How far the callee's code digest follows the user's functions it calls. */
-#define HELPER_DEPTH 2
-/* The code digest cache is emptied when it reaches this many entries. */
-#define CODE_TABLE_MAX 65536
-
-#define SINK_SIZE 1024
-
-/* Keeps the rare or heavy paths out of the scalar fast path's frame. */
-#if defined(__GNUC__)
-#define DS_NOINLINE __attribute__((noinline))
-#else
-#define DS_NOINLINE
-#endif
-
-typedef struct {
-    XXH3_state_t *st;           /* used once the buffer spills */
-    size_t len;
-    int streaming;
-    unsigned char buf[SINK_SIZE];
-} Sink;
-
-struct ds_hasher {
-    Sink *sink;                 /* where bytes go now: sinks[nest] */
-    int nest;
-    int depth;
-    PyObject *unhashable;       /* list of str, or NULL */
-    Sink *sinks[MAX_SINKS];     /* [0] is the key; the others are allocated on use */
-};
-
-/* What the key needs of a code object; cached per code object. */
-typedef struct {
-    unsigned char digest[DS_DIGEST_SIZE];
-    PyObject *names;            /* tuple: names used by the code and its nested code */
-    int is_user;                /* defined outside the library prefixes */
-    int unique;                 /* its qualified name has no "<locals>"/"<lambda>" */
-} CodeInfo;
-
-typedef struct {
-    PyObject *code;             /* strong reference; NULL marks a free slot */
-    CodeInfo info;
-} CodeEntry;
-
-static CodeEntry *code_table = NULL;
-static size_t code_capacity = 0;    /* a power of two, or 0 */
-static size_t code_count = 0;
-
-static PyObject *lib_prefixes = NULL;       /* tuple of str, or NULL */
-static PyTypeObject *ndarray_type = NULL;   /* numpy.ndarray once seen */
 static ds_hasher *shared_hasher = NULL;     /* for the Python-level functions */
 static int shared_busy = 0;
 static PyObject *int_five = NULL;
 static PyObject *dispatch_table = NULL;     /* copyreg.dispatch_table */
 
-static PyObject *s_main, *s_mp_main;
-static PyObject *s_reduce_ex, *s_module, *s_qualname, *s_dtype, *s_kind,
+PyObject *s_main, *s_mp_main;
+PyObject *s_reduce_ex, *s_module, *s_qualname, *s_dtype, *s_kind,
     *s_hasobject, *s_names, *s_descr, *s_str, *s_shape, *s_tobytes, *s_init,
     *s_call, *s_wrapped, *s_co_code, *s_co_qualname, *s_co_varnames,
     *s_co_freevars, *s_co_cellvars, *s_co_exceptiontable, *s_frozen, *s_copy, *s_C;
 
-static int feed_object(ds_hasher *h, PyObject *o);
-static int feed_function(ds_hasher *h, PyObject *func, int with_code, PyTypeObject *owner);
-static int code_info(ds_hasher *h, PyObject *code, CodeInfo *out);
-
 /* ------------------------------------------------------------------ sink */
 
-static Sink *
+Sink *
 Sink_new(void)
 {
     Sink *s = PyMem_Malloc(sizeof *s);
@@ -140,7 +67,7 @@ Sink_new(void)
     return s;
 }
 
-static void
+void
 Sink_free(Sink *s)
 {
     if (s != NULL) {
@@ -149,14 +76,7 @@ Sink_free(Sink *s)
     }
 }
 
-static inline void
-Sink_reset(Sink *s)
-{
-    s->len = 0;
-    s->streaming = 0;
-}
-
-static void
+void
 Sink_flush(Sink *s)
 {
     if (!s->streaming) {
@@ -167,7 +87,7 @@ Sink_flush(Sink *s)
     s->len = 0;
 }
 
-static void
+void
 Sink_write_slow(Sink *s, const void *p, size_t n)
 {
     Sink_flush(s);
@@ -180,67 +100,7 @@ Sink_write_slow(Sink *s, const void *p, size_t n)
     }
 }
 
-static inline void
-Sink_write(Sink *s, const void *p, size_t n)
-{
-    if (n == 0)
-        return;                 /* p may be NULL for an empty buffer */
-    if (n <= SINK_SIZE - s->len) {
-        memcpy(s->buf + s->len, p, n);
-        s->len += n;
-    }
-    else {
-        Sink_write_slow(s, p, n);
-    }
-}
-
-static inline void
-Sink_u8(Sink *s, unsigned v)
-{
-    if (s->len == SINK_SIZE)
-        Sink_flush(s);
-    s->buf[s->len++] = (unsigned char)v;
-}
-
-/* Little-endian whatever the host, so keys match across machines. */
-static inline void
-Sink_u64(Sink *s, uint64_t v)
-{
-    unsigned char b[8];
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    memcpy(b, &v, 8);
-#else
-    for (int i = 0; i < 8; i++)
-        b[i] = (unsigned char)(v >> (8 * i));
-#endif
-    if (SINK_SIZE - s->len >= 8) {
-        memcpy(s->buf + s->len, b, 8);
-        s->len += 8;
-    }
-    else {
-        Sink_write_slow(s, b, 8);
-    }
-}
-
-/* A length or count: LEB128 (7 bits a byte, high bit = more follows), so
- * the common small ones take one byte. */
-static inline void
-Sink_len(Sink *s, uint64_t v)
-{
-    if (v < 0x80 && s->len < SINK_SIZE) {
-        s->buf[s->len++] = (unsigned char)v;
-        return;
-    }
-    unsigned char b[10];
-    size_t n = 0;
-    do {
-        b[n++] = (unsigned char)((v & 0x7F) | (v >= 0x80 ? 0x80 : 0));
-        v >>= 7;
-    } while (v != 0);
-    Sink_write(s, b, n);
-}
-
-static XXH128_hash_t
+XXH128_hash_t
 Sink_hash(Sink *s)
 {
     if (s->streaming) {
@@ -251,7 +111,7 @@ Sink_hash(Sink *s)
 }
 
 /* Big-endian (XXH128's canonical form): the same bytes on every host. */
-static void
+void
 Sink_write_hash(Sink *s, XXH128_hash_t d)
 {
     XXH128_canonical_t c;
@@ -259,7 +119,7 @@ Sink_write_hash(Sink *s, XXH128_hash_t d)
     Sink_write(s, c.digest, DS_DIGEST_SIZE);
 }
 
-static void
+void
 Sink_digest(Sink *s, unsigned char out[DS_DIGEST_SIZE])
 {
     XXH128_canonical_t c;
@@ -268,7 +128,7 @@ Sink_digest(Sink *s, unsigned char out[DS_DIGEST_SIZE])
 }
 
 /* Nested sink for a sub-digest; the caller pops it on every path. */
-static int
+int
 hasher_push(ds_hasher *h)
 {
     if (h->nest + 1 >= MAX_SINKS) {
@@ -288,45 +148,9 @@ hasher_push(ds_hasher *h)
     return 0;
 }
 
-static void
-hasher_pop(ds_hasher *h)
-{
-    h->nest--;
-    h->sink = h->sinks[h->nest];
-}
-
-/* One level of nesting, bounded by MAX_DEPTH: cycles end here, and the C
- * stack this recursion uses stays small (calls into Python code, such as
- * __reduce_ex__, are checked by the interpreter's own recursion limit). */
-static int
-hasher_enter(ds_hasher *h)
-{
-    if (h->depth >= MAX_DEPTH) {
-        PyErr_SetString(PyExc_ValueError,
-                        "cannot key a recursive value (or one nested deeper than 100 levels)");
-        return -1;
-    }
-    h->depth++;
-    return 0;
-}
-
-static void
-hasher_leave(ds_hasher *h)
-{
-    h->depth--;
-}
-
-/* Errors that must reach the user rather than be keyed around. */
-static int
-error_is_fatal(void)
-{
-    return PyErr_ExceptionMatches(PyExc_MemoryError)
-        || !PyErr_ExceptionMatches(PyExc_Exception);
-}
-
 /* ------------------------------------------------------------ scalars */
 
-static DS_NOINLINE int
+int
 feed_str_slow(Sink *s, unsigned tag, PyObject *o)
 {
 #if PY_VERSION_HEX < 0x030C0000
@@ -377,29 +201,6 @@ feed_str_slow(Sink *s, unsigned tag, PyObject *o)
     return 0;
 }
 
-/* A str: tag, code point count, UTF-8. Short ASCII (names, most keys)
- * is copied in one go. */
-static inline int
-feed_str(Sink *s, unsigned tag, PyObject *o)
-{
-#if PY_VERSION_HEX < 0x030C0000
-    if (!PyUnicode_IS_READY(o))
-        return feed_str_slow(s, tag, o);
-#endif
-    if (PyUnicode_IS_ASCII(o)) {
-        size_t n = (size_t)PyUnicode_GET_LENGTH(o);
-        if (n < 0x80 && SINK_SIZE - s->len >= n + 2) {
-            unsigned char *p = s->buf + s->len;
-            p[0] = (unsigned char)tag;
-            p[1] = (unsigned char)n;        /* Sink_len of n < 0x80 */
-            memcpy(p + 2, PyUnicode_DATA(o), n);
-            s->len += n + 2;
-            return 0;
-        }
-    }
-    return feed_str_slow(s, tag, o);
-}
-
 /* Rare: arbitrary size, as its canonical hex text ("-0x1f..."). */
 static DS_NOINLINE int
 feed_bigint(Sink *s, PyObject *o)
@@ -442,17 +243,9 @@ feed_double(Sink *s, double d)
     Sink_u64(s, bits);
 }
 
-static inline void
-feed_raw_bytes(Sink *s, unsigned tag, const void *p, size_t n)
-{
-    Sink_u8(s, tag);
-    Sink_len(s, (uint64_t)n);
-    Sink_write(s, p, n);
-}
-
 /* A name (module, qualname): a str in practice; anything else is keyed by a
  * marker only, never recursed into. */
-static int
+int
 feed_name(ds_hasher *h, PyObject *o)
 {
     if (o != NULL && PyUnicode_Check(o))
@@ -464,7 +257,7 @@ feed_name(ds_hasher *h, PyObject *o)
 /* A module name: a process that multiprocessing spawns runs the main
  * script as __mp_main__, defining the same functions and classes as
  * __main__, so both key alike (a worker hits what the parent stored). */
-static int
+int
 feed_module_name(ds_hasher *h, PyObject *mod)
 {
     if (mod != NULL && PyUnicode_Check(mod) && PyUnicode_Compare(mod, s_mp_main) == 0)
@@ -622,7 +415,7 @@ error:
     return ret;
 }
 
-static DS_NOINLINE int
+int
 feed_dict(ds_hasher *h, PyObject *d, int counted)
 {
     Py_ssize_t n = PyDict_GET_SIZE(d), pos = 0, got = 0;
@@ -673,7 +466,7 @@ feed_iterable_unordered(ds_hasher *h, unsigned tag, PyObject *o)
 
 /* ------------------------------------------------- names and identities */
 
-static int
+int
 feed_type(ds_hasher *h, PyTypeObject *t)
 {
     int ret = -1;
@@ -738,7 +531,7 @@ error:
 
 /* Keys a value that cannot be hashed by its type alone, and records the
  * type for the caller to report. */
-static int
+int
 feed_unhashable(ds_hasher *h, PyObject *o)
 {
     int ret = -1;
@@ -761,7 +554,7 @@ error:
     return ret;
 }
 
-static int
+int
 feed_module(ds_hasher *h, PyObject *m)
 {
     PyObject *name = PyModule_GetNameObject(m);
@@ -774,737 +567,6 @@ feed_module(ds_hasher *h, PyObject *m)
     int r = feed_str(h->sink, KT_MODULE, name);
     Py_DECREF(name);
     return r;
-}
-
-/* A builtin function or method: its name, and its receiver (`"abc".upper`
- * is keyed with "abc"; `math.sqrt`'s receiver is its module). */
-static int
-feed_builtin(ds_hasher *h, PyObject *o)
-{
-    int ret = -1;
-    PyObject *qual = NULL, *self = NULL, *mod = NULL;
-    PyCFunctionObject *cf = (PyCFunctionObject *)o;
-    const char *name = cf->m_ml->ml_name;
-    size_t len = strlen(name);
-
-    /* Fast path for module functions (len, math.sqrt): the same bytes as
-     * below without building __qualname__, which is then just the name. */
-    if (cf->m_self != NULL && PyModule_Check(cf->m_self)
-        && (cf->m_module == NULL || PyUnicode_Check(cf->m_module))) {
-        int ascii = 1;
-        for (size_t i = 0; i < len; i++)
-            ascii &= (unsigned char)name[i] < 0x80;
-        if (ascii) {
-            Sink_u8(h->sink, KT_BUILTIN);
-            if (feed_name(h, cf->m_module) < 0)
-                return -1;
-            feed_raw_bytes(h->sink, KT_STR, name, len);
-            return feed_module(h, cf->m_self);
-        }
-    }
-    mod = PyObject_GetAttr(o, s_module);
-    if (mod == NULL)
-        goto error;
-    qual = PyObject_GetAttr(o, s_qualname);
-    if (qual == NULL)
-        goto error;
-    Sink_u8(h->sink, KT_BUILTIN);
-    if (feed_name(h, mod) < 0 || feed_name(h, qual) < 0)
-        goto error;
-    self = PyCFunction_GET_SELF(o);
-    Py_XINCREF(self);
-    if (self == NULL)
-        Sink_u8(h->sink, KT_NONE);
-    else if (feed_object(h, self) < 0)     /* a module: its name */
-        goto error;
-    ret = 0;
-error:
-    Py_XDECREF(mod);
-    Py_XDECREF(qual);
-    Py_XDECREF(self);
-    return ret;
-}
-
-/* A bound method: the function, then the receiver (its type only when it
- * cannot be hashed, recorded). */
-static int
-feed_method(ds_hasher *h, PyObject *m, int with_code)
-{
-    int r;
-    PyObject *func = PyMethod_GET_FUNCTION(m);
-    PyObject *self = PyMethod_GET_SELF(m);
-    if (hasher_enter(h) < 0)
-        return -1;
-    Sink_u8(h->sink, KT_METHOD);
-    /* Its helpers include the methods it calls (self.other()). */
-    PyTypeObject *owner = PyType_Check(self) ? (PyTypeObject *)self : Py_TYPE(self);
-    if (PyFunction_Check(func))
-        r = feed_function(h, func, with_code, owner);
-    else
-        r = feed_object(h, func);
-    if (r == 0)
-        r = feed_object(h, self);
-    hasher_leave(h);
-    return r;
-}
-
-/* ------------------------------------------------------------- code */
-
-static size_t
-ptr_slot(const void *p)
-{
-    /* Lookup only: the address is never fed into a key. */
-    uint64_t x = (uint64_t)(uintptr_t)p;
-    x = (x >> 4) * UINT64_C(0x9E3779B97F4A7C15);
-    return (size_t)(x >> 32);
-}
-
-static CodeEntry *
-code_table_find(PyObject *code)
-{
-    if (code_table == NULL)
-        return NULL;
-    size_t i = ptr_slot(code) & (code_capacity - 1);
-    while (code_table[i].code != NULL) {
-        if (code_table[i].code == code)
-            return &code_table[i];
-        i = (i + 1) & (code_capacity - 1);
-    }
-    return NULL;
-}
-
-static void
-code_table_clear(void)
-{
-    /* Detach first: releasing a code object may run arbitrary code
-     * (weakref callbacks) that could reach the table. */
-    CodeEntry *old = code_table;
-    size_t cap = code_capacity;
-    code_table = NULL;
-    code_capacity = 0;
-    code_count = 0;
-    for (size_t i = 0; i < cap; i++) {
-        if (old[i].code != NULL) {
-            Py_DECREF(old[i].code);
-            Py_DECREF(old[i].info.names);
-        }
-    }
-    PyMem_Free(old);
-}
-
-static void
-code_table_place(CodeEntry *table, size_t cap, PyObject *code, const CodeInfo *info)
-{
-    size_t i = ptr_slot(code) & (cap - 1);
-    while (table[i].code != NULL)
-        i = (i + 1) & (cap - 1);
-    table[i].code = code;
-    table[i].info = *info;
-}
-
-/* Stores a new reference to `code` and to info->names. */
-static int
-code_table_insert(PyObject *code, const CodeInfo *info)
-{
-    if (code_count + 1 >= CODE_TABLE_MAX)
-        code_table_clear();
-    if ((code_count + 1) * 2 > code_capacity) {
-        size_t cap = code_capacity ? code_capacity * 2 : 256;
-        CodeEntry *table = PyMem_Calloc(cap, sizeof *table);
-        if (table == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        for (size_t i = 0; i < code_capacity; i++) {
-            if (code_table[i].code != NULL)
-                code_table_place(table, cap, code_table[i].code, &code_table[i].info);
-        }
-        PyMem_Free(code_table);
-        code_table = table;
-        code_capacity = cap;
-    }
-    Py_INCREF(code);
-    Py_INCREF(info->names);
-    code_table_place(code_table, code_capacity, code, info);
-    code_count++;
-    return 0;
-}
-
-/* 1 if `filename` is the user's own: not under a library prefix, not a
- * frozen module. */
-static int
-is_user_file(PyObject *filename)
-{
-    if (!PyUnicode_Check(filename))
-        return 1;
-    Py_ssize_t r = PyUnicode_Tailmatch(filename, s_frozen, 0, PY_SSIZE_T_MAX, -1);
-    if (r != 0)
-        return r < 0 ? -1 : 0;
-    if (lib_prefixes != NULL) {
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(lib_prefixes); i++) {
-            r = PyUnicode_Tailmatch(filename, PyTuple_GET_ITEM(lib_prefixes, i),
-                                    0, PY_SSIZE_T_MAX, -1);
-            if (r != 0)
-                return r < 0 ? -1 : 0;
-        }
-    }
-    return 1;
-}
-
-static PyObject *
-code_attr(PyObject *code, PyObject *name)
-{
-    PyObject *v = PyObject_GetAttr(code, name);
-    if (v == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
-        PyErr_Clear();          /* absent in this Python version */
-        v = Py_NewRef(Py_None);
-    }
-    return v;
-}
-
-/* Adds to `names` (a list) the names of `code` not in it yet. */
-static int
-add_names(PyObject *names, PyObject *more)
-{
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(more); i++) {
-        PyObject *n = PyTuple_GET_ITEM(more, i);
-        int has = PySequence_Contains(names, n);
-        if (has < 0 || (!has && PyList_Append(names, n) < 0))
-            return -1;
-    }
-    return 0;
-}
-
-/* The digest of a code object alone: bytecode, constants (nested code by
- * its own digest), names and signature counts. Not its line numbers, line
- * table or file name, so moving a function keeps its digest and editing
- * its body changes it. */
-static int
-code_compute(ds_hasher *h, PyObject *code, CodeInfo *out)
-{
-    PyCodeObject *co = (PyCodeObject *)code;
-    PyObject *bytecode = NULL, *varnames = NULL, *freevars = NULL,
-        *cellvars = NULL, *exctable = NULL, *qualname = NULL, *names = NULL;
-    int ret = -1, entered = 0, pushed = 0;
-
-    if (hasher_enter(h) < 0)
-        goto error;
-    entered = 1;
-#if PY_VERSION_HEX >= 0x030B0000
-    bytecode = PyCode_GetCode(co);      /* without adaptive specialisation */
-#else
-    bytecode = PyObject_GetAttr(code, s_co_code);
-#endif
-    if (bytecode == NULL
-        || (varnames = code_attr(code, s_co_varnames)) == NULL
-        || (freevars = code_attr(code, s_co_freevars)) == NULL
-        || (cellvars = code_attr(code, s_co_cellvars)) == NULL
-        || (exctable = code_attr(code, s_co_exceptiontable)) == NULL
-        || (qualname = code_attr(code, s_co_qualname)) == NULL)
-        goto error;
-    if (hasher_push(h) < 0)
-        goto error;
-    pushed = 1;
-    Sink *s = h->sink;
-    Sink_u8(s, KT_CODE);
-    if (feed_name(h, co->co_name) < 0 || feed_object(h, bytecode) < 0)
-        goto error;
-    s = h->sink;
-    Sink_u64(s, (uint64_t)co->co_argcount);
-    Sink_u64(s, (uint64_t)co->co_posonlyargcount);
-    Sink_u64(s, (uint64_t)co->co_kwonlyargcount);
-    Sink_u64(s, (uint64_t)co->co_flags);
-    if (feed_object(h, co->co_consts) < 0 || feed_object(h, co->co_names) < 0
-        || feed_object(h, varnames) < 0 || feed_object(h, freevars) < 0
-        || feed_object(h, cellvars) < 0 || feed_object(h, exctable) < 0)
-        goto error;
-    Sink_digest(h->sink, out->digest);
-    hasher_pop(h);
-    pushed = 0;
-
-    /* Names a call by name can go through: this code's and its nested
-     * code's (lambdas, comprehensions, inner functions). */
-    names = PyList_New(0);
-    if (names == NULL || add_names(names, co->co_names) < 0)
-        goto error;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_consts); i++) {
-        PyObject *c = PyTuple_GET_ITEM(co->co_consts, i);
-        if (PyCode_Check(c)) {
-            CodeInfo sub;
-            if (code_info(h, c, &sub) < 0)
-                goto error;
-            int r = add_names(names, sub.names);
-            Py_DECREF(sub.names);
-            if (r < 0)
-                goto error;
-        }
-    }
-    out->names = PyList_AsTuple(names);
-    if (out->names == NULL)
-        goto error;
-    out->is_user = is_user_file(co->co_filename);
-    if (out->is_user < 0) {
-        Py_CLEAR(out->names);
-        goto error;
-    }
-    /* Lambdas, functions defined inside functions: their qualified names
-     * are not unique, so their code always counts. */
-    Py_ssize_t lt = -1;
-    if (qualname != Py_None && PyUnicode_Check(qualname))
-        lt = PyUnicode_FindChar(qualname, '<', 0, PyUnicode_GET_LENGTH(qualname), 1);
-    else
-        lt = PyUnicode_FindChar(co->co_name, '<', 0, PyUnicode_GET_LENGTH(co->co_name), 1);
-    if (lt == -2) {
-        Py_CLEAR(out->names);
-        goto error;
-    }
-    out->unique = lt == -1;
-    ret = 0;
-error:
-    if (pushed)
-        hasher_pop(h);
-    if (entered)
-        hasher_leave(h);
-    Py_XDECREF(bytecode);
-    Py_XDECREF(varnames);
-    Py_XDECREF(freevars);
-    Py_XDECREF(cellvars);
-    Py_XDECREF(exctable);
-    Py_XDECREF(qualname);
-    Py_XDECREF(names);
-    return ret;
-}
-
-/* Fills `out` (a copy: out->names is a new reference) from the cache. */
-static int
-code_info(ds_hasher *h, PyObject *code, CodeInfo *out)
-{
-    CodeEntry *e = code_table_find(code);
-    if (e != NULL) {
-        *out = e->info;
-        Py_INCREF(out->names);
-        return 0;
-    }
-    if (code_compute(h, code, out) < 0)
-        return -1;
-    if (code_table_insert(code, out) < 0) {
-        Py_DECREF(out->names);
-        return -1;
-    }
-    return 0;
-}
-
-static int
-feed_code(ds_hasher *h, PyObject *code)
-{
-    CodeInfo ci;
-    if (code_info(h, code, &ci) < 0)
-        return -1;
-    Py_DECREF(ci.names);
-    Sink_u8(h->sink, KT_CODE);
-    Sink_write(h->sink, ci.digest, DS_DIGEST_SIZE);
-    return 0;
-}
-
-/* The function a global name stands for, if it is one: a plain function,
- * or a wrapper exposing the function as __wrapped__ (functools.wraps,
- * lru_cache). A new reference, or NULL (with an exception only if fatal). */
-static PyObject *
-helper_function(PyObject *v)
-{
-    if (PyFunction_Check(v))
-        return Py_NewRef(v);
-    if (PyType_Check(v) || PyModule_Check(v) || PyCFunction_Check(v) || !PyCallable_Check(v))
-        return NULL;
-    PyObject *w = PyObject_GetAttr(v, s_wrapped);
-    if (w == NULL) {
-        if (!error_is_fatal())
-            PyErr_Clear();
-        return NULL;
-    }
-    if (!PyFunction_Check(w))
-        Py_CLEAR(w);
-    return w;
-}
-
-static int
-feed_defaults(ds_hasher *h, PyFunctionObject *f)
-{
-    if (feed_object(h, f->func_defaults ? f->func_defaults : Py_None) < 0)
-        return -1;
-    return feed_object(h, f->func_kwdefaults ? f->func_kwdefaults : Py_None);
-}
-
-/* The function `name` finds in the user classes of owner's MRO (a method,
- * or a static/class method's function): a new reference, or NULL (with an
- * exception only on error). Classes from C are skipped: no user code. */
-static PyObject *
-owner_lookup(PyTypeObject *owner, PyObject *name)
-{
-    PyObject *mro = owner->tp_mro;
-    if (mro == NULL || !PyTuple_Check(mro))
-        return NULL;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
-        PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
-        if (!PyType_Check(base) || !(base->tp_flags & Py_TPFLAGS_HEAPTYPE)
-            || base->tp_dict == NULL)
-            continue;
-        PyObject *v = PyDict_GetItemWithError(base->tp_dict, name);
-        if (v == NULL) {
-            if (PyErr_Occurred())
-                return NULL;
-            continue;
-        }
-        if (PyFunction_Check(v))
-            return Py_NewRef(v);
-        if (Py_IS_TYPE(v, &PyStaticMethod_Type) || Py_IS_TYPE(v, &PyClassMethod_Type)) {
-            Py_INCREF(v);
-            PyObject *fn = PyObject_GetAttrString(v, "__func__");
-            Py_DECREF(v);
-            if (fn == NULL) {
-                if (!error_is_fatal())
-                    PyErr_Clear();
-                return NULL;
-            }
-            if (!PyFunction_Check(fn))
-                Py_CLEAR(fn);
-            return fn;
-        }
-        return NULL;            /* shadowed by something else */
-    }
-    return NULL;
-}
-
-static int feed_helpers(ds_hasher *h, PyObject *globals, PyObject *names, int depth,
-                        PyTypeObject *owner);
-
-/* One helper: its name, code digest, defaults and (depth > 1) its own
- * helpers. Steals the reference to `fn`. */
-static int
-feed_helper(ds_hasher *h, unsigned tag, PyObject *name, PyObject *fn, int depth,
-            PyTypeObject *owner)
-{
-    PyFunctionObject *f = (PyFunctionObject *)fn;
-    CodeInfo ci;
-    int r = code_info(h, f->func_code, &ci);
-    if (r == 0) {
-        if (ci.is_user) {
-            Sink_u8(h->sink, tag);
-            r = feed_str(h->sink, KT_STR, name);
-            if (r == 0) {
-                Sink_write(h->sink, ci.digest, DS_DIGEST_SIZE);
-                r = feed_defaults(h, f);
-            }
-            if (r == 0 && depth > 1)
-                r = feed_helpers(h, f->func_globals, ci.names, depth - 1, owner);
-        }
-        Py_DECREF(ci.names);
-    }
-    Py_DECREF(fn);
-    return r;
-}
-
-/* The user's own functions that `names` resolve to in `globals` and, for a
- * method, in its class (`owner`, or NULL), each by name, code digest and
- * defaults, and (depth > 1) the functions they call. A name in co_names
- * may be a global or an attribute: both lookups are made. */
-static int
-feed_helpers(ds_hasher *h, PyObject *globals, PyObject *names, int depth,
-             PyTypeObject *owner)
-{
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
-        PyObject *name = PyTuple_GET_ITEM(names, i);
-        PyObject *v = PyDict_Check(globals) ? PyDict_GetItemWithError(globals, name) : NULL;
-        if (v != NULL) {
-            Py_INCREF(v);
-            PyObject *fn = helper_function(v);
-            Py_DECREF(v);
-            if (fn != NULL && feed_helper(h, KT_HELPER, name, fn, depth, NULL) < 0)
-                return -1;
-        }
-        if (PyErr_Occurred())
-            return -1;
-        if (owner != NULL) {
-            PyObject *fn = owner_lookup(owner, name);
-            if (fn != NULL && feed_helper(h, KT_METHOD_HELPER, name, fn, depth, owner) < 0)
-                return -1;
-            if (PyErr_Occurred())
-                return -1;
-        }
-    }
-    Sink_u8(h->sink, KT_END);
-    return 0;
-}
-
-/* A function: module and qualified name; its code (digest, defaults, and
- * the user's functions it calls) when it is the user's own and `with_code`,
- * or when its name is not unique; its closure's values always (they change
- * what it computes). */
-static int
-feed_function(ds_hasher *h, PyObject *func, int with_code, PyTypeObject *owner)
-{
-    PyFunctionObject *f = (PyFunctionObject *)func;
-    CodeInfo ci;
-    int ret = -1, have_ci = 0;
-
-    if (hasher_enter(h) < 0)
-        return -1;
-    if (code_info(h, f->func_code, &ci) < 0)
-        goto error;
-    have_ci = 1;
-    int unique = ci.unique;
-#if PY_VERSION_HEX >= 0x030B0000
-    /* A wrapper renamed after what it wraps (functools.wraps). */
-    PyObject *co_qualname = ((PyCodeObject *)f->func_code)->co_qualname;
-    if (unique && f->func_qualname != co_qualname) {
-        int eq = PyUnicode_Check(f->func_qualname)
-            ? PyUnicode_Compare(f->func_qualname, co_qualname) : 1;
-        if (eq == -1 && PyErr_Occurred())
-            goto error;
-        unique = eq == 0;
-    }
-#else
-    if (unique && PyUnicode_Check(f->func_qualname)) {
-        Py_ssize_t lt = PyUnicode_FindChar(f->func_qualname, '<', 0,
-                                           PyUnicode_GET_LENGTH(f->func_qualname), 1);
-        if (lt == -2)
-            goto error;
-        unique = lt == -1;
-    }
-#endif
-    int user_code = with_code && ci.is_user;
-
-    Sink_u8(h->sink, KT_FUNCTION);
-    if (feed_module_name(h, f->func_module) < 0 || feed_name(h, f->func_qualname) < 0)
-        goto error;
-    if (user_code || !unique) {
-        Sink_u8(h->sink, KT_CODE);
-        Sink_write(h->sink, ci.digest, DS_DIGEST_SIZE);
-        if (feed_defaults(h, f) < 0)
-            goto error;
-        if (user_code) {
-            if (feed_helpers(h, f->func_globals, ci.names, HELPER_DEPTH, owner) < 0)
-                goto error;
-        }
-        else {
-            Sink_u8(h->sink, KT_END);
-        }
-    }
-    if (f->func_closure != NULL && PyTuple_Check(f->func_closure)) {
-        Py_ssize_t n = PyTuple_GET_SIZE(f->func_closure);
-        Sink_u8(h->sink, KT_CLOSURE);
-        Sink_len(h->sink, (uint64_t)n);
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *cell = PyTuple_GET_ITEM(f->func_closure, i);
-            PyObject *v = PyCell_Check(cell) ? PyCell_GET(cell) : cell;
-            if (v == NULL) {
-                Sink_u8(h->sink, KT_EMPTY_CELL);
-            }
-            else if (v == func) {
-                Sink_u8(h->sink, KT_SELF);      /* a recursive inner function */
-            }
-            else {
-                Py_INCREF(v);
-                int r = feed_object(h, v);
-                Py_DECREF(v);
-                if (r < 0)
-                    goto error;
-            }
-        }
-    }
-    Sink_u8(h->sink, KT_END);
-    ret = 0;
-error:
-    if (have_ci)
-        Py_DECREF(ci.names);
-    hasher_leave(h);
-    return ret;
-}
-
-/* ----------------------------------------------------------- buffers */
-
-static void
-feed_shape(Sink *s, int ndim, const Py_ssize_t *shape, Py_ssize_t len, Py_ssize_t itemsize)
-{
-    Sink_len(s, (uint64_t)ndim);
-    for (int i = 0; i < ndim; i++) {
-        if (shape != NULL)
-            Sink_u64(s, (uint64_t)shape[i]);
-        else
-            Sink_u64(s, (uint64_t)(itemsize ? len / itemsize : len));
-    }
-}
-
-/* memoryview, array.array, pickle.PickleBuffer and other exporters that
- * cannot be pickled: type, format, item size, shape and the bytes in C
- * order. Returns 0, -1 on error, 1 when the buffer cannot key the value
- * (no buffer, or one holding pointers). */
-static int
-feed_buffer(ds_hasher *h, PyObject *o)
-{
-    Py_buffer view;
-    char *tmp = NULL;
-    int ret = -1;
-
-    if (PyObject_GetBuffer(o, &view, PyBUF_FULL_RO) < 0) {
-        if (error_is_fatal())
-            return -1;
-        PyErr_Clear();
-        return 1;
-    }
-    const char *fmt = view.format != NULL ? view.format : "B";
-    if (strpbrk(fmt, "OP&") != NULL) {
-        /* Object or pointer items: their bytes are addresses. */
-        PyBuffer_Release(&view);
-        return 1;
-    }
-    const void *data = view.buf;
-    if (!PyBuffer_IsContiguous(&view, 'C')) {
-        tmp = PyMem_Malloc(view.len > 0 ? (size_t)view.len : 1);
-        if (tmp == NULL) {
-            PyErr_NoMemory();
-            goto error;
-        }
-        if (PyBuffer_ToContiguous(tmp, &view, view.len, 'C') < 0)
-            goto error;
-        data = tmp;
-    }
-    Sink_u8(h->sink, KT_BUFFER);
-    if (feed_type(h, Py_TYPE(o)) < 0)
-        goto error;
-    feed_raw_bytes(h->sink, KT_STR, fmt, strlen(fmt));
-    Sink_u64(h->sink, (uint64_t)view.itemsize);
-    feed_shape(h->sink, view.ndim, view.shape, view.len, view.itemsize);
-    feed_raw_bytes(h->sink, KT_BYTES, data, (size_t)view.len);
-    ret = 0;
-error:
-    PyMem_Free(tmp);
-    PyBuffer_Release(&view);
-    return ret;
-}
-
-static int
-is_ndarray(PyTypeObject *t)
-{
-    if (t == ndarray_type)
-        return 1;
-    if (ndarray_type == NULL && strcmp(t->tp_name, "numpy.ndarray") == 0) {
-        ndarray_type = (PyTypeObject *)Py_NewRef((PyObject *)t);
-        return 1;
-    }
-    return 0;
-}
-
-/* A numpy.ndarray of plain data: dtype (str, and descr when structured),
- * shape and the data bytes in C order, streamed straight from the array's
- * buffer without a copy. A non-contiguous array is copied once, by
- * arr.copy(order="C"), so a strided view keys like its contiguous copy; a
- * dtype the buffer protocol refuses (datetime64) is read by arr.tobytes().
- * Returns 1 when the dtype holds objects: the caller then uses the generic
- * path. */
-static int
-feed_ndarray(ds_hasher *h, PyObject *o)
-{
-    PyObject *dtype = NULL, *kind = NULL, *hasobj = NULL, *fnames = NULL,
-        *dstr = NULL, *descr = NULL, *copy = NULL, *bytes = NULL;
-    Py_buffer view;
-    int have_view = 0, ret = -1;
-
-    if ((dtype = PyObject_GetAttr(o, s_dtype)) == NULL
-        || (kind = PyObject_GetAttr(dtype, s_kind)) == NULL
-        || (hasobj = PyObject_GetAttr(dtype, s_hasobject)) == NULL)
-        goto error;
-    int objects = PyObject_IsTrue(hasobj);
-    if (objects < 0)
-        goto error;
-    /* Only kinds whose bytes are their value (not "O", nor numpy 2's
-     * variable-width strings, which hold pointers). */
-    Py_UCS4 k = 0;
-    if (PyUnicode_Check(kind) && PyUnicode_GET_LENGTH(kind) == 1)
-        k = PyUnicode_READ_CHAR(kind, 0);
-    if (objects || k == 0 || k > 127 || strchr("biufcSUVMm", (int)k) == NULL) {
-        ret = 1;
-        goto error;
-    }
-    if ((fnames = PyObject_GetAttr(dtype, s_names)) == NULL
-        || (dstr = PyObject_GetAttr(dtype, s_str)) == NULL)
-        goto error;
-    if (fnames != Py_None && (descr = PyObject_GetAttr(dtype, s_descr)) == NULL)
-        goto error;
-
-    PyObject *src = o;
-    if (PyObject_GetBuffer(o, &view, PyBUF_C_CONTIGUOUS) == 0) {
-        have_view = 1;
-    }
-    else {
-        if (error_is_fatal())
-            goto error;
-        PyErr_Clear();
-        copy = PyObject_VectorcallMethod(s_copy, (PyObject *[]){o, s_C},
-                                         2, NULL);
-        if (copy == NULL)
-            goto error;
-        src = copy;
-        if (PyObject_GetBuffer(copy, &view, PyBUF_C_CONTIGUOUS) == 0) {
-            have_view = 1;
-        }
-        else {
-            if (error_is_fatal())
-                goto error;
-            PyErr_Clear();
-            bytes = PyObject_CallMethodNoArgs(copy, s_tobytes);
-            if (bytes == NULL)
-                goto error;
-            if (!PyBytes_Check(bytes)) {
-                PyErr_SetString(PyExc_TypeError, "ndarray.tobytes() did not return bytes");
-                goto error;
-            }
-        }
-    }
-
-    Sink_u8(h->sink, KT_NDARRAY);
-    if (feed_object(h, dstr) < 0 || feed_object(h, descr ? descr : Py_None) < 0)
-        goto error;
-    if (have_view) {
-        feed_shape(h->sink, view.ndim, view.shape, view.len, view.itemsize);
-        feed_raw_bytes(h->sink, KT_BYTES, view.buf, (size_t)view.len);
-    }
-    else {
-        PyObject *shape = PyObject_GetAttr(src, s_shape);
-        if (shape == NULL)
-            goto error;
-        if (!PyTuple_Check(shape)) {
-            Py_DECREF(shape);
-            PyErr_SetString(PyExc_TypeError, "ndarray.shape is not a tuple");
-            goto error;
-        }
-        Py_ssize_t nd = PyTuple_GET_SIZE(shape);
-        Sink_len(h->sink, (uint64_t)nd);
-        for (Py_ssize_t i = 0; i < nd; i++) {
-            Py_ssize_t d = PyLong_AsSsize_t(PyTuple_GET_ITEM(shape, i));
-            if (d == -1 && PyErr_Occurred()) {
-                Py_DECREF(shape);
-                goto error;
-            }
-            Sink_u64(h->sink, (uint64_t)d);
-        }
-        Py_DECREF(shape);
-        feed_raw_bytes(h->sink, KT_BYTES, PyBytes_AS_STRING(bytes),
-                       (size_t)PyBytes_GET_SIZE(bytes));
-    }
-    ret = 0;
-error:
-    if (have_view)
-        PyBuffer_Release(&view);
-    Py_XDECREF(dtype);
-    Py_XDECREF(kind);
-    Py_XDECREF(hasobj);
-    Py_XDECREF(fnames);
-    Py_XDECREF(dstr);
-    Py_XDECREF(descr);
-    Py_XDECREF(copy);
-    Py_XDECREF(bytes);
-    return ret;
 }
 
 /* ------------------------------------------------------------ reduce */
@@ -1753,7 +815,7 @@ feed_compound(ds_hasher *h, PyObject *o)
     return feed_other(h, o);
 }
 
-static int
+int
 feed_object(ds_hasher *h, PyObject *o)
 {
     PyTypeObject *t = Py_TYPE(o);
@@ -1961,9 +1023,7 @@ keys_set_library_prefixes(PyObject *prefixes)
             return -1;
         }
     }
-    Py_XSETREF(lib_prefixes, t);
-    /* Whether code is the user's own depends on the prefixes. */
-    code_table_clear();
+    code_set_library_prefixes(t);
     return 0;
 }
 

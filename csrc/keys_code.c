@@ -1,0 +1,566 @@
+/* Code identity: what a function, a method or a builtin contributes to a
+ * key. The user's own functions count by their code (bytecode, constants,
+ * names; not line numbers), their defaults and closures, and the user's
+ * functions they call by name (HELPER_DEPTH levels); library functions
+ * by module and qualified name. A code object's digest is computed once
+ * and cached by identity. */
+#include "keys_feed.h"
+
+typedef struct {
+    PyObject *code;             /* strong reference; NULL marks a free slot */
+    CodeInfo info;
+} CodeEntry;
+
+static CodeEntry *code_table = NULL;
+static size_t code_capacity = 0;    /* a power of two, or 0 */
+static size_t code_count = 0;
+
+static PyObject *lib_prefixes = NULL;       /* tuple of str, or NULL */
+
+/* A builtin function or method: its name, and its receiver (`"abc".upper`
+ * is keyed with "abc"; `math.sqrt`'s receiver is its module). */
+int
+feed_builtin(ds_hasher *h, PyObject *o)
+{
+    int ret = -1;
+    PyObject *qual = NULL, *self = NULL, *mod = NULL;
+    PyCFunctionObject *cf = (PyCFunctionObject *)o;
+    const char *name = cf->m_ml->ml_name;
+    size_t len = strlen(name);
+
+    /* Fast path for module functions (len, math.sqrt): the same bytes as
+     * below without building __qualname__, which is then just the name. */
+    if (cf->m_self != NULL && PyModule_Check(cf->m_self)
+        && (cf->m_module == NULL || PyUnicode_Check(cf->m_module))) {
+        int ascii = 1;
+        for (size_t i = 0; i < len; i++)
+            ascii &= (unsigned char)name[i] < 0x80;
+        if (ascii) {
+            Sink_u8(h->sink, KT_BUILTIN);
+            if (feed_name(h, cf->m_module) < 0)
+                return -1;
+            feed_raw_bytes(h->sink, KT_STR, name, len);
+            return feed_module(h, cf->m_self);
+        }
+    }
+    mod = PyObject_GetAttr(o, s_module);
+    if (mod == NULL)
+        goto error;
+    qual = PyObject_GetAttr(o, s_qualname);
+    if (qual == NULL)
+        goto error;
+    Sink_u8(h->sink, KT_BUILTIN);
+    if (feed_name(h, mod) < 0 || feed_name(h, qual) < 0)
+        goto error;
+    self = PyCFunction_GET_SELF(o);
+    Py_XINCREF(self);
+    if (self == NULL)
+        Sink_u8(h->sink, KT_NONE);
+    else if (feed_object(h, self) < 0)     /* a module: its name */
+        goto error;
+    ret = 0;
+error:
+    Py_XDECREF(mod);
+    Py_XDECREF(qual);
+    Py_XDECREF(self);
+    return ret;
+}
+
+/* A bound method: the function, then the receiver (its type only when it
+ * cannot be hashed, recorded). */
+int
+feed_method(ds_hasher *h, PyObject *m, int with_code)
+{
+    int r;
+    PyObject *func = PyMethod_GET_FUNCTION(m);
+    PyObject *self = PyMethod_GET_SELF(m);
+    if (hasher_enter(h) < 0)
+        return -1;
+    Sink_u8(h->sink, KT_METHOD);
+    /* Its helpers include the methods it calls (self.other()). */
+    PyTypeObject *owner = PyType_Check(self) ? (PyTypeObject *)self : Py_TYPE(self);
+    if (PyFunction_Check(func))
+        r = feed_function(h, func, with_code, owner);
+    else
+        r = feed_object(h, func);
+    if (r == 0)
+        r = feed_object(h, self);
+    hasher_leave(h);
+    return r;
+}
+
+static size_t
+ptr_slot(const void *p)
+{
+    /* Lookup only: the address is never fed into a key. */
+    uint64_t x = (uint64_t)(uintptr_t)p;
+    x = (x >> 4) * UINT64_C(0x9E3779B97F4A7C15);
+    return (size_t)(x >> 32);
+}
+
+static CodeEntry *
+code_table_find(PyObject *code)
+{
+    if (code_table == NULL)
+        return NULL;
+    size_t i = ptr_slot(code) & (code_capacity - 1);
+    while (code_table[i].code != NULL) {
+        if (code_table[i].code == code)
+            return &code_table[i];
+        i = (i + 1) & (code_capacity - 1);
+    }
+    return NULL;
+}
+
+static void
+code_table_clear(void)
+{
+    /* Detach first: releasing a code object may run arbitrary code
+     * (weakref callbacks) that could reach the table. */
+    CodeEntry *old = code_table;
+    size_t cap = code_capacity;
+    code_table = NULL;
+    code_capacity = 0;
+    code_count = 0;
+    for (size_t i = 0; i < cap; i++) {
+        if (old[i].code != NULL) {
+            Py_DECREF(old[i].code);
+            Py_DECREF(old[i].info.names);
+        }
+    }
+    PyMem_Free(old);
+}
+
+static void
+code_table_place(CodeEntry *table, size_t cap, PyObject *code, const CodeInfo *info)
+{
+    size_t i = ptr_slot(code) & (cap - 1);
+    while (table[i].code != NULL)
+        i = (i + 1) & (cap - 1);
+    table[i].code = code;
+    table[i].info = *info;
+}
+
+/* Stores a new reference to `code` and to info->names. */
+static int
+code_table_insert(PyObject *code, const CodeInfo *info)
+{
+    if (code_count + 1 >= CODE_TABLE_MAX)
+        code_table_clear();
+    if ((code_count + 1) * 2 > code_capacity) {
+        size_t cap = code_capacity ? code_capacity * 2 : 256;
+        CodeEntry *table = PyMem_Calloc(cap, sizeof *table);
+        if (table == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (size_t i = 0; i < code_capacity; i++) {
+            if (code_table[i].code != NULL)
+                code_table_place(table, cap, code_table[i].code, &code_table[i].info);
+        }
+        PyMem_Free(code_table);
+        code_table = table;
+        code_capacity = cap;
+    }
+    Py_INCREF(code);
+    Py_INCREF(info->names);
+    code_table_place(code_table, code_capacity, code, info);
+    code_count++;
+    return 0;
+}
+
+/* 1 if `filename` is the user's own: not under a library prefix, not a
+ * frozen module. */
+static int
+is_user_file(PyObject *filename)
+{
+    if (!PyUnicode_Check(filename))
+        return 1;
+    Py_ssize_t r = PyUnicode_Tailmatch(filename, s_frozen, 0, PY_SSIZE_T_MAX, -1);
+    if (r != 0)
+        return r < 0 ? -1 : 0;
+    if (lib_prefixes != NULL) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(lib_prefixes); i++) {
+            r = PyUnicode_Tailmatch(filename, PyTuple_GET_ITEM(lib_prefixes, i),
+                                    0, PY_SSIZE_T_MAX, -1);
+            if (r != 0)
+                return r < 0 ? -1 : 0;
+        }
+    }
+    return 1;
+}
+
+static PyObject *
+code_attr(PyObject *code, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(code, name);
+    if (v == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();          /* absent in this Python version */
+        v = Py_NewRef(Py_None);
+    }
+    return v;
+}
+
+/* Adds to `names` (a list) the names of `code` not in it yet. */
+static int
+add_names(PyObject *names, PyObject *more)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(more); i++) {
+        PyObject *n = PyTuple_GET_ITEM(more, i);
+        int has = PySequence_Contains(names, n);
+        if (has < 0 || (!has && PyList_Append(names, n) < 0))
+            return -1;
+    }
+    return 0;
+}
+
+/* The digest of a code object alone: bytecode, constants (nested code by
+ * its own digest), names and signature counts. Not its line numbers, line
+ * table or file name, so moving a function keeps its digest and editing
+ * its body changes it. */
+static int
+code_compute(ds_hasher *h, PyObject *code, CodeInfo *out)
+{
+    PyCodeObject *co = (PyCodeObject *)code;
+    PyObject *bytecode = NULL, *varnames = NULL, *freevars = NULL,
+        *cellvars = NULL, *exctable = NULL, *qualname = NULL, *names = NULL;
+    int ret = -1, entered = 0, pushed = 0;
+
+    if (hasher_enter(h) < 0)
+        goto error;
+    entered = 1;
+#if PY_VERSION_HEX >= 0x030B0000
+    bytecode = PyCode_GetCode(co);      /* without adaptive specialisation */
+#else
+    bytecode = PyObject_GetAttr(code, s_co_code);
+#endif
+    if (bytecode == NULL
+        || (varnames = code_attr(code, s_co_varnames)) == NULL
+        || (freevars = code_attr(code, s_co_freevars)) == NULL
+        || (cellvars = code_attr(code, s_co_cellvars)) == NULL
+        || (exctable = code_attr(code, s_co_exceptiontable)) == NULL
+        || (qualname = code_attr(code, s_co_qualname)) == NULL)
+        goto error;
+    if (hasher_push(h) < 0)
+        goto error;
+    pushed = 1;
+    Sink *s = h->sink;
+    Sink_u8(s, KT_CODE);
+    if (feed_name(h, co->co_name) < 0 || feed_object(h, bytecode) < 0)
+        goto error;
+    s = h->sink;
+    Sink_u64(s, (uint64_t)co->co_argcount);
+    Sink_u64(s, (uint64_t)co->co_posonlyargcount);
+    Sink_u64(s, (uint64_t)co->co_kwonlyargcount);
+    Sink_u64(s, (uint64_t)co->co_flags);
+    if (feed_object(h, co->co_consts) < 0 || feed_object(h, co->co_names) < 0
+        || feed_object(h, varnames) < 0 || feed_object(h, freevars) < 0
+        || feed_object(h, cellvars) < 0 || feed_object(h, exctable) < 0)
+        goto error;
+    Sink_digest(h->sink, out->digest);
+    hasher_pop(h);
+    pushed = 0;
+
+    /* Names a call by name can go through: this code's and its nested
+     * code's (lambdas, comprehensions, inner functions). */
+    names = PyList_New(0);
+    if (names == NULL || add_names(names, co->co_names) < 0)
+        goto error;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_consts); i++) {
+        PyObject *c = PyTuple_GET_ITEM(co->co_consts, i);
+        if (PyCode_Check(c)) {
+            CodeInfo sub;
+            if (code_info(h, c, &sub) < 0)
+                goto error;
+            int r = add_names(names, sub.names);
+            Py_DECREF(sub.names);
+            if (r < 0)
+                goto error;
+        }
+    }
+    out->names = PyList_AsTuple(names);
+    if (out->names == NULL)
+        goto error;
+    out->is_user = is_user_file(co->co_filename);
+    if (out->is_user < 0) {
+        Py_CLEAR(out->names);
+        goto error;
+    }
+    /* Lambdas, functions defined inside functions: their qualified names
+     * are not unique, so their code always counts. */
+    Py_ssize_t lt = -1;
+    if (qualname != Py_None && PyUnicode_Check(qualname))
+        lt = PyUnicode_FindChar(qualname, '<', 0, PyUnicode_GET_LENGTH(qualname), 1);
+    else
+        lt = PyUnicode_FindChar(co->co_name, '<', 0, PyUnicode_GET_LENGTH(co->co_name), 1);
+    if (lt == -2) {
+        Py_CLEAR(out->names);
+        goto error;
+    }
+    out->unique = lt == -1;
+    ret = 0;
+error:
+    if (pushed)
+        hasher_pop(h);
+    if (entered)
+        hasher_leave(h);
+    Py_XDECREF(bytecode);
+    Py_XDECREF(varnames);
+    Py_XDECREF(freevars);
+    Py_XDECREF(cellvars);
+    Py_XDECREF(exctable);
+    Py_XDECREF(qualname);
+    Py_XDECREF(names);
+    return ret;
+}
+
+/* Fills `out` (a copy: out->names is a new reference) from the cache. */
+int
+code_info(ds_hasher *h, PyObject *code, CodeInfo *out)
+{
+    CodeEntry *e = code_table_find(code);
+    if (e != NULL) {
+        *out = e->info;
+        Py_INCREF(out->names);
+        return 0;
+    }
+    if (code_compute(h, code, out) < 0)
+        return -1;
+    if (code_table_insert(code, out) < 0) {
+        Py_DECREF(out->names);
+        return -1;
+    }
+    return 0;
+}
+
+int
+feed_code(ds_hasher *h, PyObject *code)
+{
+    CodeInfo ci;
+    if (code_info(h, code, &ci) < 0)
+        return -1;
+    Py_DECREF(ci.names);
+    Sink_u8(h->sink, KT_CODE);
+    Sink_write(h->sink, ci.digest, DS_DIGEST_SIZE);
+    return 0;
+}
+
+/* The function a global name stands for, if it is one: a plain function,
+ * or a wrapper exposing the function as __wrapped__ (functools.wraps,
+ * lru_cache). A new reference, or NULL (with an exception only if fatal). */
+static PyObject *
+helper_function(PyObject *v)
+{
+    if (PyFunction_Check(v))
+        return Py_NewRef(v);
+    if (PyType_Check(v) || PyModule_Check(v) || PyCFunction_Check(v) || !PyCallable_Check(v))
+        return NULL;
+    PyObject *w = PyObject_GetAttr(v, s_wrapped);
+    if (w == NULL) {
+        if (!error_is_fatal())
+            PyErr_Clear();
+        return NULL;
+    }
+    if (!PyFunction_Check(w))
+        Py_CLEAR(w);
+    return w;
+}
+
+int
+feed_defaults(ds_hasher *h, PyFunctionObject *f)
+{
+    if (feed_object(h, f->func_defaults ? f->func_defaults : Py_None) < 0)
+        return -1;
+    return feed_object(h, f->func_kwdefaults ? f->func_kwdefaults : Py_None);
+}
+
+/* The function `name` finds in the user classes of owner's MRO (a method,
+ * or a static/class method's function): a new reference, or NULL (with an
+ * exception only on error). Classes from C are skipped: no user code. */
+static PyObject *
+owner_lookup(PyTypeObject *owner, PyObject *name)
+{
+    PyObject *mro = owner->tp_mro;
+    if (mro == NULL || !PyTuple_Check(mro))
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (!PyType_Check(base) || !(base->tp_flags & Py_TPFLAGS_HEAPTYPE)
+            || base->tp_dict == NULL)
+            continue;
+        PyObject *v = PyDict_GetItemWithError(base->tp_dict, name);
+        if (v == NULL) {
+            if (PyErr_Occurred())
+                return NULL;
+            continue;
+        }
+        if (PyFunction_Check(v))
+            return Py_NewRef(v);
+        if (Py_IS_TYPE(v, &PyStaticMethod_Type) || Py_IS_TYPE(v, &PyClassMethod_Type)) {
+            Py_INCREF(v);
+            PyObject *fn = PyObject_GetAttrString(v, "__func__");
+            Py_DECREF(v);
+            if (fn == NULL) {
+                if (!error_is_fatal())
+                    PyErr_Clear();
+                return NULL;
+            }
+            if (!PyFunction_Check(fn))
+                Py_CLEAR(fn);
+            return fn;
+        }
+        return NULL;            /* shadowed by something else */
+    }
+    return NULL;
+}
+
+/* One helper: its name, code digest, defaults and (depth > 1) its own
+ * helpers. Steals the reference to `fn`. */
+static int
+feed_helper(ds_hasher *h, unsigned tag, PyObject *name, PyObject *fn, int depth,
+            PyTypeObject *owner)
+{
+    PyFunctionObject *f = (PyFunctionObject *)fn;
+    CodeInfo ci;
+    int r = code_info(h, f->func_code, &ci);
+    if (r == 0) {
+        if (ci.is_user) {
+            Sink_u8(h->sink, tag);
+            r = feed_str(h->sink, KT_STR, name);
+            if (r == 0) {
+                Sink_write(h->sink, ci.digest, DS_DIGEST_SIZE);
+                r = feed_defaults(h, f);
+            }
+            if (r == 0 && depth > 1)
+                r = feed_helpers(h, f->func_globals, ci.names, depth - 1, owner);
+        }
+        Py_DECREF(ci.names);
+    }
+    Py_DECREF(fn);
+    return r;
+}
+
+/* The user's own functions that `names` resolve to in `globals` and, for a
+ * method, in its class (`owner`, or NULL), each by name, code digest and
+ * defaults, and (depth > 1) the functions they call. A name in co_names
+ * may be a global or an attribute: both lookups are made. */
+int
+feed_helpers(ds_hasher *h, PyObject *globals, PyObject *names, int depth,
+             PyTypeObject *owner)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        PyObject *v = PyDict_Check(globals) ? PyDict_GetItemWithError(globals, name) : NULL;
+        if (v != NULL) {
+            Py_INCREF(v);
+            PyObject *fn = helper_function(v);
+            Py_DECREF(v);
+            if (fn != NULL && feed_helper(h, KT_HELPER, name, fn, depth, NULL) < 0)
+                return -1;
+        }
+        if (PyErr_Occurred())
+            return -1;
+        if (owner != NULL) {
+            PyObject *fn = owner_lookup(owner, name);
+            if (fn != NULL && feed_helper(h, KT_METHOD_HELPER, name, fn, depth, owner) < 0)
+                return -1;
+            if (PyErr_Occurred())
+                return -1;
+        }
+    }
+    Sink_u8(h->sink, KT_END);
+    return 0;
+}
+
+/* A function: module and qualified name; its code (digest, defaults, and
+ * the user's functions it calls) when it is the user's own and `with_code`,
+ * or when its name is not unique; its closure's values always (they change
+ * what it computes). */
+int
+feed_function(ds_hasher *h, PyObject *func, int with_code, PyTypeObject *owner)
+{
+    PyFunctionObject *f = (PyFunctionObject *)func;
+    CodeInfo ci;
+    int ret = -1, have_ci = 0;
+
+    if (hasher_enter(h) < 0)
+        return -1;
+    if (code_info(h, f->func_code, &ci) < 0)
+        goto error;
+    have_ci = 1;
+    int unique = ci.unique;
+#if PY_VERSION_HEX >= 0x030B0000
+    /* A wrapper renamed after what it wraps (functools.wraps). */
+    PyObject *co_qualname = ((PyCodeObject *)f->func_code)->co_qualname;
+    if (unique && f->func_qualname != co_qualname) {
+        int eq = PyUnicode_Check(f->func_qualname)
+            ? PyUnicode_Compare(f->func_qualname, co_qualname) : 1;
+        if (eq == -1 && PyErr_Occurred())
+            goto error;
+        unique = eq == 0;
+    }
+#else
+    if (unique && PyUnicode_Check(f->func_qualname)) {
+        Py_ssize_t lt = PyUnicode_FindChar(f->func_qualname, '<', 0,
+                                           PyUnicode_GET_LENGTH(f->func_qualname), 1);
+        if (lt == -2)
+            goto error;
+        unique = lt == -1;
+    }
+#endif
+    int user_code = with_code && ci.is_user;
+
+    Sink_u8(h->sink, KT_FUNCTION);
+    if (feed_module_name(h, f->func_module) < 0 || feed_name(h, f->func_qualname) < 0)
+        goto error;
+    if (user_code || !unique) {
+        Sink_u8(h->sink, KT_CODE);
+        Sink_write(h->sink, ci.digest, DS_DIGEST_SIZE);
+        if (feed_defaults(h, f) < 0)
+            goto error;
+        if (user_code) {
+            if (feed_helpers(h, f->func_globals, ci.names, HELPER_DEPTH, owner) < 0)
+                goto error;
+        }
+        else {
+            Sink_u8(h->sink, KT_END);
+        }
+    }
+    if (f->func_closure != NULL && PyTuple_Check(f->func_closure)) {
+        Py_ssize_t n = PyTuple_GET_SIZE(f->func_closure);
+        Sink_u8(h->sink, KT_CLOSURE);
+        Sink_len(h->sink, (uint64_t)n);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *cell = PyTuple_GET_ITEM(f->func_closure, i);
+            PyObject *v = PyCell_Check(cell) ? PyCell_GET(cell) : cell;
+            if (v == NULL) {
+                Sink_u8(h->sink, KT_EMPTY_CELL);
+            }
+            else if (v == func) {
+                Sink_u8(h->sink, KT_SELF);      /* a recursive inner function */
+            }
+            else {
+                Py_INCREF(v);
+                int r = feed_object(h, v);
+                Py_DECREF(v);
+                if (r < 0)
+                    goto error;
+            }
+        }
+    }
+    Sink_u8(h->sink, KT_END);
+    ret = 0;
+error:
+    if (have_ci)
+        Py_DECREF(ci.names);
+    hasher_leave(h);
+    return ret;
+}
+
+void
+code_set_library_prefixes(PyObject *prefixes)
+{
+    Py_XSETREF(lib_prefixes, prefixes);
+    /* Whether code is the user's own depends on the prefixes. */
+    code_table_clear();
+}
