@@ -44,7 +44,8 @@ PyObject *s_main, *s_mp_main;
 PyObject *s_reduce_ex, *s_module, *s_qualname, *s_dtype, *s_kind,
     *s_hasobject, *s_names, *s_descr, *s_str, *s_shape, *s_tobytes, *s_init,
     *s_call, *s_wrapped, *s_co_code, *s_co_qualname, *s_co_varnames,
-    *s_co_freevars, *s_co_cellvars, *s_co_exceptiontable, *s_frozen, *s_copy, *s_C;
+    *s_co_freevars, *s_co_cellvars, *s_co_exceptiontable, *s_frozen, *s_copy, *s_C,
+    *s_fspath, *s_dict, *s_pathlib;
 
 /* ------------------------------------------------------------------ sink */
 
@@ -267,6 +268,39 @@ feed_module_name(ds_hasher *h, PyObject *mod)
 
 /* ------------------------------------------------------ containers */
 
+/* 1 when `o` is being fed already (a cycle): a back-reference was fed in
+ * its place. 0 otherwise. */
+static inline int
+feed_backref(ds_hasher *h, PyObject *o)
+{
+    for (int i = h->nopen - 1; i >= 0; i--) {
+        if (h->open[i] == o) {
+            Sink_u8(h->sink, KT_BACKREF);
+            Sink_len(h->sink, (uint64_t)(h->nopen - i));
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Marks `o` as being fed; pair with close_object. */
+static int
+open_object(ds_hasher *h, PyObject *o)
+{
+    if (h->nopen > MAX_DEPTH) {
+        PyErr_SetString(PyExc_ValueError, "cannot key a value nested deeper than 100 levels");
+        return -1;
+    }
+    h->open[h->nopen++] = o;
+    return 0;
+}
+
+static inline void
+close_object(ds_hasher *h)
+{
+    h->nopen--;
+}
+
 static int
 feed_tuple_items(ds_hasher *h, unsigned tag, PyObject *t)
 {
@@ -295,8 +329,14 @@ feed_list(ds_hasher *h, unsigned tag, PyObject *l)
 {
     Py_ssize_t n = PyList_GET_SIZE(l);
     int ret = -1;
+    if (feed_backref(h, l))
+        return 0;
     if (hasher_enter(h) < 0)
         return -1;
+    if (open_object(h, l) < 0) {
+        hasher_leave(h);
+        return -1;
+    }
     Sink_u8(h->sink, tag);
     Sink_len(h->sink, (uint64_t)n);
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -315,6 +355,7 @@ feed_list(ds_hasher *h, unsigned tag, PyObject *l)
     }
     ret = 0;
 error:
+    close_object(h);
     hasher_leave(h);
     return ret;
 }
@@ -424,15 +465,22 @@ feed_dict(ds_hasher *h, PyObject *d, int counted)
     PyObject *k, *v;
     int ret = -1;
 
+    /* A dict of its own (not an object's state, whose object is open). */
+    if (counted) {
+        if (feed_backref(h, d))
+            return 0;
+        if (open_object(h, d) < 0)
+            return -1;
+    }
     if (n > 8) {
         if ((size_t)n > SIZE_MAX / (2 * sizeof(PyObject *))) {
             PyErr_NoMemory();
-            return -1;
+            goto error;
         }
         items = PyMem_Malloc((size_t)n * 2 * sizeof(PyObject *));
         if (items == NULL) {
             PyErr_NoMemory();
-            return -1;
+            goto error;
         }
     }
     /* Snapshot with strong references first: hashing runs user code that
@@ -449,6 +497,9 @@ feed_dict(ds_hasher *h, PyObject *d, int counted)
         Py_DECREF(items[i]);
     if (items != small)
         PyMem_Free(items);
+error:
+    if (counted)
+        close_object(h);
     return ret;
 }
 
@@ -683,6 +734,29 @@ feed_reduce_tuple(ds_hasher *h, PyObject *o, PyObject *r)
     return 0;
 }
 
+/* A value pickle refuses. An iterator (a generator, a file being read)
+ * cannot be keyed by content without consuming it, and a direct input
+ * keyed by its type alone would return one input's value for another: both
+ * make the call uncacheable (ValueError). Nested inside an object's state
+ * (a lock or a connection pool inside a client) it carries no input and is
+ * keyed by its type. */
+static int
+feed_opaque(ds_hasher *h, PyObject *o)
+{
+    if (PyIter_Check(o)) {
+        PyErr_Format(PyExc_ValueError,
+                     "a %.100s is an iterator: keying it would consume it", Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    if (h->depth == h->direct_depth) {
+        PyErr_Format(PyExc_ValueError,
+                     "a %.100s can be keyed by its type only, not by what it holds",
+                     Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    return feed_unhashable(h, o);
+}
+
 /* Everything without a dedicated encoding: pickle's description of it. A
  * value pickle refuses (a lock, a file, a generator) is keyed by its type
  * and recorded; the rest of the key stays. */
@@ -690,6 +764,8 @@ static int
 feed_reduce(ds_hasher *h, PyObject *o)
 {
     PyObject *r = NULL;
+    if (feed_backref(h, o))
+        return 0;
     /* Like pickle: a reducer registered with copyreg.pickle() (re.Pattern,
      * union types) comes first. */
     if (dispatch_table == NULL) {
@@ -724,10 +800,15 @@ feed_reduce(ds_hasher *h, PyObject *o)
             if (b <= 0)
                 return b;
         }
-        return feed_unhashable(h, o);
+        return feed_opaque(h, o);
     }
     int ret;
     if (hasher_enter(h) < 0) {
+        Py_DECREF(r);
+        return -1;
+    }
+    if (open_object(h, o) < 0) {
+        hasher_leave(h);
         Py_DECREF(r);
         return -1;
     }
@@ -737,9 +818,58 @@ feed_reduce(ds_hasher *h, PyObject *o)
         ret = feed_reduce_tuple(h, o, r);
     else
         ret = feed_unhashable(h, o);
+    close_object(h);
     hasher_leave(h);
     Py_DECREF(r);
     return ret;
+}
+
+/* A dict view reads its dict: keyed by its contents (keys and items as
+ * sets, values in the dict's order), never by its type. */
+static int
+feed_dict_view(ds_hasher *h, PyObject *o)
+{
+    if (PyDictValues_Check(o)) {
+        PyObject *l = PySequence_List(o);
+        if (l == NULL)
+            return -1;
+        int r = feed_list(h, KT_DICT_VALUES, l);
+        Py_DECREF(l);
+        return r;
+    }
+    return feed_iterable_unordered(h, PyDictKeys_Check(o) ? KT_DICT_KEYS : KT_DICT_ITEMS, o);
+}
+
+/* pathlib's paths by their type and text: equal paths key alike whatever
+ * they were built from (3.13 pickles the parts it was given). 1: not one. */
+static int
+feed_pure_path(ds_hasher *h, PyObject *o)
+{
+    static PyObject *pure_path = NULL;      /* pathlib.PurePath once imported */
+    if (pure_path == NULL) {
+        PyObject *mod = PyImport_GetModule(s_pathlib);
+        if (mod == NULL) {
+            if (PyErr_Occurred())
+                return -1;
+            return 1;                       /* no pathlib: no paths */
+        }
+        pure_path = PyObject_GetAttrString(mod, "PurePath");
+        Py_DECREF(mod);
+        if (pure_path == NULL)
+            return -1;
+    }
+    int is_path = PyObject_IsInstance(o, pure_path);
+    if (is_path <= 0)
+        return is_path < 0 ? -1 : 1;
+    PyObject *text = PyOS_FSPath(o);
+    if (text == NULL)
+        return -1;
+    Sink_u8(h->sink, KT_PATH);
+    int r = feed_type(h, Py_TYPE(o));
+    if (r == 0)
+        r = feed_object(h, text);
+    Py_DECREF(text);
+    return r;
 }
 
 /* ---------------------------------------------------------- dispatch */
@@ -759,7 +889,7 @@ feed_other(ds_hasher *h, PyObject *o)
     if (PyFunction_Check(o))
         return feed_function(h, o, 1, NULL);
     if (PyCFunction_Check(o))
-        return feed_builtin(h, o);
+        return feed_builtin(h, o, 1);
     if (PyMethod_Check(o))
         return feed_method(h, o, 1);
     if (PyModule_Check(o))
@@ -773,6 +903,14 @@ feed_other(ds_hasher *h, PyObject *o)
             return r;
         return feed_unhashable(h, o);
     }
+    if (PyDictKeys_Check(o) || PyDictValues_Check(o) || PyDictItems_Check(o))
+        return feed_dict_view(h, o);
+    int r = feed_pure_path(h, o);
+    if (r <= 0)
+        return r;
+    r = feed_open_file(h, o);
+    if (r <= 0)
+        return r;
     return feed_reduce(h, o);
 }
 
@@ -877,6 +1015,8 @@ keys_reset(ds_hasher *h)
 {
     h->nest = 0;
     h->depth = 0;
+    h->direct_depth = -1;
+    h->nopen = 0;
     h->sink = h->sinks[0];
     Sink_reset(h->sink);
     Py_CLEAR(h->unhashable);
@@ -895,65 +1035,9 @@ keys_update_object(ds_hasher *h, PyObject *obj)
     return feed_object(h, obj);
 }
 
-int
-keys_update_args(ds_hasher *h, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    Py_ssize_t nk = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
-    Py_ssize_t small[16];
-    Py_ssize_t *order = small;
-    int ret = -1;
-
-    Sink_u8(h->sink, KT_ARGS);
-    Sink_len(h->sink, (uint64_t)nargs);
-    for (Py_ssize_t i = 0; i < nargs; i++) {
-        if (feed_object(h, args[i]) < 0)
-            return -1;
-    }
-    if (nk > 16) {
-        order = PyMem_Malloc((size_t)nk * sizeof *order);
-        if (order == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-    }
-    /* Keywords by name (their order in the call does not matter);
-     * insertion sort: calls have few. */
-    for (Py_ssize_t i = 0; i < nk; i++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
-        if (!PyUnicode_Check(name)) {
-            PyErr_SetString(PyExc_TypeError, "keyword names must be str");
-            goto error;
-        }
-        Py_ssize_t j = i;
-        while (j > 0) {
-            int c = PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, order[j - 1]), name);
-            if (c == -1 && PyErr_Occurred())
-                goto error;
-            if (c <= 0)
-                break;
-            order[j] = order[j - 1];
-            j--;
-        }
-        order[j] = i;
-    }
-    Sink_u8(h->sink, KT_KWARGS);
-    Sink_len(h->sink, (uint64_t)nk);
-    for (Py_ssize_t i = 0; i < nk; i++) {
-        Py_ssize_t k = order[i];
-        if (feed_str(h->sink, KT_STR, PyTuple_GET_ITEM(kwnames, k)) < 0
-            || feed_object(h, args[nargs + k]) < 0)
-            goto error;
-    }
-    ret = 0;
-error:
-    if (order != small)
-        PyMem_Free(order);
-    return ret;
-}
-
 /* The code of what calling a class or an instance runs, when it is a
  * function (a user's __init__ or __call__), or None. */
-static int
+int
 feed_entry_code(ds_hasher *h, PyObject *owner, PyObject *attr, int with_code)
 {
     if (!with_code) {
@@ -978,24 +1062,323 @@ feed_entry_code(ds_hasher *h, PyObject *owner, PyObject *attr, int with_code)
 int
 keys_update_callee(ds_hasher *h, PyObject *callee, int with_code)
 {
+    ds_call_options o = {.with_code = with_code, .with_files = 0, .ignore = NULL};
+    return feed_callee(h, callee, &o);
+}
+
+int
+feed_direct(ds_hasher *h, PyObject *o)
+{
+    int saved = h->direct_depth;
+    h->direct_depth = h->depth;
+    int r = feed_object(h, o);
+    h->direct_depth = saved;
+    return r;
+}
+
+/* Whether `name` (a str, or NULL) is one of o->ignore's names. */
+static int
+is_ignored(const ds_call_options *o, PyObject *name)
+{
+    if (o->ignore == NULL || name == NULL || !PyUnicode_Check(name))
+        return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(o->ignore); i++) {
+        if (PyUnicode_Compare(PyTuple_GET_ITEM(o->ignore, i), name) == 0)
+            return 1;
+    }
+    PyErr_Clear();
+    return 0;
+}
+
+/* Says which input could not be keyed: "argument 2 (path): <reason>". The
+ * errors that must reach the user are left as they are. */
+static void
+name_failed_input(const char *what, Py_ssize_t index, PyObject *name)
+{
+    if (error_is_fatal())
+        return;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    PyObject *msg = value != NULL ? PyObject_Str(value) : NULL;
+    if (msg == NULL) {
+        PyErr_Clear();
+        msg = PyUnicode_FromString("cannot be keyed");
+    }
+    if (msg != NULL) {
+        if (index >= 0 && name != NULL)
+            PyErr_Format(PyExc_ValueError, "%s %zd (%U): %U", what, index, name, msg);
+        else if (index >= 0)
+            PyErr_Format(PyExc_ValueError, "%s %zd: %U", what, index, msg);
+        else if (name != NULL)
+            PyErr_Format(PyExc_ValueError, "%s %U: %U", what, name, msg);
+        else
+            PyErr_Format(PyExc_ValueError, "%s: %U", what, msg);
+        Py_DECREF(msg);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+}
+
+/* The paths among the receiver's direct attributes (loader.file_path):
+ * their files count. Objects with many attributes are left alone. */
+static int
+feed_receiver_files(ds_hasher *h, PyObject *self)
+{
+    PyObject *d = PyObject_GetAttr(self, s_dict);
+    if (d == NULL) {
+        if (error_is_fatal())
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    int r = 0;
+    if (PyDict_Check(d) && PyDict_GET_SIZE(d) <= 64) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (r == 0 && PyDict_Next(d, &pos, &k, &v)) {
+            Py_INCREF(v);
+            r = feed_path_identity(h, v);
+            Py_DECREF(v);
+        }
+    }
+    Py_DECREF(d);
+    return r;
+}
+
+/* A receiver (a bound method's self, a callable instance): a direct input,
+ * unless ignore=self; with its paths' files. */
+static int
+feed_receiver(ds_hasher *h, PyObject *self, const ds_call_options *o)
+{
+    if (o->ignore != NULL) {
+        PyObject *name = PyUnicode_FromString("self");
+        if (name == NULL)
+            return -1;
+        int ignored = is_ignored(o, name);
+        Py_DECREF(name);
+        if (ignored) {
+            Sink_u8(h->sink, KT_IGNORED);
+            return 0;
+        }
+    }
+    if (feed_direct(h, self) < 0) {
+        name_failed_input("receiver", -1, NULL);
+        return -1;
+    }
+    return o->with_files ? feed_receiver_files(h, self) : 0;
+}
+
+/* The parameter names the arguments of a call to `callee` bind to, when it
+ * runs Python code: (code, how many leading parameters are taken already,
+ * by self or cls). NULL when unknown (a builtin): then only keyword names
+ * can be ignored. Borrowed. */
+static PyCodeObject *
+callee_code(PyObject *callee, Py_ssize_t *skip)
+{
+    *skip = 0;
+    if (PyMethod_Check(callee)) {
+        *skip = 1;
+        callee = PyMethod_GET_FUNCTION(callee);
+    }
+    if (PyFunction_Check(callee))
+        return (PyCodeObject *)PyFunction_GET_CODE(callee);
+    return NULL;
+}
+
+/* The name of parameter `i` of `code` (borrowed from *varnames, which is
+ * fetched on first use), or NULL when it has none (*args). */
+static PyObject *
+param_name(PyCodeObject *code, Py_ssize_t i, PyObject **varnames)
+{
+    if (i >= code->co_argcount)
+        return NULL;
+#if PY_VERSION_HEX >= 0x030B0000
+    if (*varnames == NULL && (*varnames = PyCode_GetVarnames(code)) == NULL)
+        return NULL;
+#else
+    if (*varnames == NULL && (*varnames = PyObject_GetAttr((PyObject *)code, s_co_varnames)) == NULL)
+        return NULL;
+#endif
+    return i < PyTuple_GET_SIZE(*varnames) ? PyTuple_GET_ITEM(*varnames, i) : NULL;
+}
+
+/* The callee's identity: what it runs (see keys_update_callee) and its
+ * receiver, a direct input. */
+int
+feed_callee(ds_hasher *h, PyObject *callee, const ds_call_options *o)
+{
+    int with_code = o->with_code;
     Sink_u8(h->sink, KT_CALLEE);
     if (PyFunction_Check(callee))
         return feed_function(h, callee, with_code, NULL);
-    if (PyMethod_Check(callee))
-        return feed_method(h, callee, with_code);
-    if (PyCFunction_Check(callee))
-        return feed_builtin(h, callee);
+    if (PyMethod_Check(callee)) {
+        PyObject *func = PyMethod_GET_FUNCTION(callee);
+        PyObject *self = PyMethod_GET_SELF(callee);
+        int r;
+        if (hasher_enter(h) < 0)
+            return -1;
+        Sink_u8(h->sink, KT_METHOD);
+        /* Its helpers include the methods it calls (self.other()). */
+        PyTypeObject *owner = PyType_Check(self) ? (PyTypeObject *)self : Py_TYPE(self);
+        if (PyFunction_Check(func))
+            r = feed_function(h, func, with_code, owner);
+        else
+            r = feed_object(h, func);
+        if (r == 0)
+            r = PyType_Check(self) ? feed_object(h, self) : feed_receiver(h, self, o);
+        hasher_leave(h);
+        return r;
+    }
+    if (PyCFunction_Check(callee)) {
+        PyObject *self = PyCFunction_GET_SELF(callee);
+        if (self == NULL || PyModule_Check(self) || PyType_Check(self))
+            return feed_builtin(h, callee, 1);
+        /* A method of a built-in type (xs.sort): its receiver is an input. */
+        if (feed_builtin(h, callee, 0) < 0)
+            return -1;
+        return feed_receiver(h, self, o);
+    }
     if (PyType_Check(callee)) {
         if (feed_type(h, (PyTypeObject *)callee) < 0)
             return -1;
-        return feed_entry_code(h, callee, s_init, with_code);
+        if (!with_code) {
+            Sink_u8(h->sink, KT_NONE);
+            return 0;
+        }
+        /* The class's code, all of it: calling it runs __init__ now and
+         * hands back an object whose methods a chain goes on to call. */
+        return feed_class_code(h, (PyTypeObject *)callee);
     }
     /* A callable instance: its type, its __call__, and the instance. */
     Sink_u8(h->sink, KT_INSTANCE);
     if (feed_type(h, Py_TYPE(callee)) < 0
         || feed_entry_code(h, (PyObject *)Py_TYPE(callee), s_call, with_code) < 0)
         return -1;
-    return feed_object(h, callee);
+    return feed_receiver(h, callee, o);
+}
+
+/* Keyword arguments by name (their order in the call does not matter);
+ * an ignored one counts by its name only. */
+static int
+feed_keywords(ds_hasher *h, PyObject *const *values, PyObject *kwnames,
+              const ds_call_options *o)
+{
+    Py_ssize_t nk = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    Py_ssize_t small[16];
+    Py_ssize_t *order = small;
+    int ret = -1;
+
+    if (nk > 16) {
+        order = PyMem_Malloc((size_t)nk * sizeof *order);
+        if (order == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    /* Insertion sort: calls have few. */
+    for (Py_ssize_t i = 0; i < nk; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        if (!PyUnicode_Check(name)) {
+            PyErr_SetString(PyExc_TypeError, "keyword names must be str");
+            goto error;
+        }
+        Py_ssize_t j = i;
+        while (j > 0) {
+            int c = PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, order[j - 1]), name);
+            if (c == -1 && PyErr_Occurred())
+                goto error;
+            if (c <= 0)
+                break;
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = i;
+    }
+    Sink_u8(h->sink, KT_KWARGS);
+    Sink_len(h->sink, (uint64_t)nk);
+    for (Py_ssize_t i = 0; i < nk; i++) {
+        Py_ssize_t k = order[i];
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        if (feed_str(h->sink, KT_STR, name) < 0)
+            goto error;
+        if (is_ignored(o, name)) {
+            Sink_u8(h->sink, KT_IGNORED);
+            continue;
+        }
+        if (feed_direct(h, values[k]) < 0
+            || (o->with_files && feed_path_identity(h, values[k]) < 0)) {
+            name_failed_input("keyword argument", -1, name);
+            goto error;
+        }
+    }
+    ret = 0;
+error:
+    if (order != small)
+        PyMem_Free(order);
+    return ret;
+}
+
+int
+keys_update_call(ds_hasher *h, PyObject *callee, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames, const ds_call_options *o)
+{
+    if (feed_callee(h, callee, o) < 0)
+        return -1;
+    Py_ssize_t skip;
+    PyCodeObject *code = callee_code(callee, &skip);
+    PyObject *varnames = NULL;
+    int ret = -1;
+    Sink_u8(h->sink, KT_ARGS);
+    Sink_len(h->sink, (uint64_t)nargs);
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        PyObject *name = NULL;
+        if (code != NULL && o->ignore != NULL && (name = param_name(code, i + skip, &varnames)) == NULL
+            && PyErr_Occurred())
+            goto error;
+        if (is_ignored(o, name)) {
+            Sink_u8(h->sink, KT_IGNORED);
+            continue;
+        }
+        if (feed_direct(h, args[i]) < 0
+            || (o->with_files && feed_path_identity(h, args[i]) < 0)) {
+            if (code != NULL && name == NULL && !error_is_fatal()) {
+                PyObject *type, *value, *tb;
+                PyErr_Fetch(&type, &value, &tb);
+                name = param_name(code, i + skip, &varnames);
+                PyErr_Clear();
+                PyErr_Restore(type, value, tb);
+            }
+            name_failed_input("argument", i + 1, name);
+            goto error;
+        }
+    }
+    ret = feed_keywords(h, args + nargs, kwnames, o);
+error:
+    Py_XDECREF(varnames);
+    return ret;
+}
+
+int
+keys_update_paths(ds_hasher *h, PyObject *args, PyObject *kwargs)
+{
+    for (Py_ssize_t i = 0; PyTuple_Check(args) && i < PyTuple_GET_SIZE(args); i++) {
+        if (feed_path_identity(h, PyTuple_GET_ITEM(args, i)) < 0)
+            return -1;
+    }
+    if (kwargs != NULL && PyDict_Check(kwargs)) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(kwargs, &pos, &k, &v)) {
+            Py_INCREF(v);
+            int r = feed_path_identity(h, v);
+            Py_DECREF(v);
+            if (r < 0)
+                return -1;
+        }
+    }
+    return 0;
 }
 
 void
@@ -1088,9 +1471,8 @@ hash_call_into(ds_hasher *h, PyObject *const *args, Py_ssize_t nargsf, PyObject 
         PyErr_SetString(PyExc_TypeError, "hash_call() needs the callee");
         return -1;
     }
-    if (keys_update_callee(h, args[0], 1) < 0)
-        return -1;
-    return keys_update_args(h, args + 1, nargs - 1, kwnames);
+    ds_call_options o = {.with_code = 1, .with_files = 1, .ignore = NULL};
+    return keys_update_call(h, args[0], args + 1, nargs - 1, kwnames, &o);
 }
 
 PyObject *
@@ -1210,6 +1592,7 @@ keys_module_init(PyObject *module)
         {&s_co_cellvars, "co_cellvars"}, {&s_co_exceptiontable, "co_exceptiontable"},
         {&s_frozen, "<frozen"}, {&s_copy, "copy"}, {&s_C, "C"},
         {&s_main, "__main__"}, {&s_mp_main, "__mp_main__"},
+        {&s_fspath, "__fspath__"}, {&s_dict, "__dict__"}, {&s_pathlib, "pathlib"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (*names[i].slot == NULL) {

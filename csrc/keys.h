@@ -25,9 +25,25 @@ void keys_update_bytes(ds_hasher *h, const void *data, size_t len);
  * deep a nesting): the caller then computes without caching. */
 int keys_update_object(ds_hasher *h, PyObject *obj);
 
-/* Feeds a call's positional and keyword arguments (vectorcall layout). */
-int keys_update_args(ds_hasher *h, PyObject *const *args, Py_ssize_t nargs,
-                     PyObject *kwnames);
+/* How a call is keyed: the marker's options. */
+typedef struct {
+    int with_code;      /* the user's code counts (no nocode) */
+    int with_files;     /* paths count by the file they name (no nofiles) */
+    PyObject *ignore;   /* tuple of str: parameter names, or "self" for the
+                           receiver, left out of the key; NULL: none */
+} ds_call_options;
+
+/* Feeds a call: the callee's identity (see keys_update_callee), then its
+ * positional and keyword arguments (vectorcall layout). The receiver and
+ * the arguments are direct inputs: one that can be keyed by its type only,
+ * or an iterator, makes the call uncacheable (-1, ValueError naming the
+ * argument). */
+int keys_update_call(ds_hasher *h, PyObject *callee, PyObject *const *args,
+                     Py_ssize_t nargs, PyObject *kwnames, const ds_call_options *o);
+
+/* The files named by a chain constructor's arguments (a tuple) and keyword
+ * arguments (a dict or None), as keys_update_call adds them. */
+int keys_update_paths(ds_hasher *h, PyObject *args, PyObject *kwargs);
 
 /* Feeds a callee's identity: module and qualified name; for a bound method
  * also its receiver (hashed where possible, its type otherwise). When

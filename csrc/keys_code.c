@@ -17,10 +17,13 @@ static size_t code_count = 0;
 
 static PyObject *lib_prefixes = NULL;       /* tuple of str, or NULL */
 
+static int is_user_class(PyTypeObject *t);
+
 /* A builtin function or method: its name, and its receiver (`"abc".upper`
- * is keyed with "abc"; `math.sqrt`'s receiver is its module). */
+ * is keyed with "abc"; `math.sqrt`'s receiver is its module) unless
+ * `with_self` is 0: the caller feeds it then. */
 int
-feed_builtin(ds_hasher *h, PyObject *o)
+feed_builtin(ds_hasher *h, PyObject *o, int with_self)
 {
     int ret = -1;
     PyObject *qual = NULL, *self = NULL, *mod = NULL;
@@ -54,7 +57,7 @@ feed_builtin(ds_hasher *h, PyObject *o)
         goto error;
     self = PyCFunction_GET_SELF(o);
     Py_XINCREF(self);
-    if (self == NULL)
+    if (self == NULL || !with_self)
         Sink_u8(h->sink, KT_NONE);
     else if (feed_object(h, self) < 0)     /* a module: its name */
         goto error;
@@ -414,6 +417,33 @@ owner_lookup(PyTypeObject *owner, PyObject *name)
     return NULL;
 }
 
+/* A global the code reads that is not a function: data counts by value
+ * (THRESH, a CONFIG dict); the user's classes by their code; modules,
+ * builtins and library classes by nothing more than the name the code
+ * already holds. Names starting with "@" are devstash's own runtime. */
+static int
+feed_global_value(ds_hasher *h, PyObject *name, PyObject *v)
+{
+    if (PyModule_Check(v) || PyCFunction_Check(v))
+        return 0;
+    if (PyUnicode_Check(name) && PyUnicode_GET_LENGTH(name) > 0
+        && PyUnicode_READ_CHAR(name, 0) == '@')
+        return 0;
+    if (PyType_Check(v)) {
+        int user = is_user_class((PyTypeObject *)v);
+        if (user <= 0)
+            return user;
+        Sink_u8(h->sink, KT_GLOBAL_VALUE);
+        if (feed_str(h->sink, KT_STR, name) < 0)
+            return -1;
+        return feed_class_code(h, (PyTypeObject *)v);
+    }
+    Sink_u8(h->sink, KT_GLOBAL_VALUE);
+    if (feed_str(h->sink, KT_STR, name) < 0)
+        return -1;
+    return feed_object(h, v);
+}
+
 /* One helper: its name, code digest, defaults and (depth > 1) its own
  * helpers. Steals the reference to `fn`. */
 static int
@@ -454,8 +484,13 @@ feed_helpers(ds_hasher *h, PyObject *globals, PyObject *names, int depth,
         if (v != NULL) {
             Py_INCREF(v);
             PyObject *fn = helper_function(v);
+            int r = 0;
+            if (fn != NULL)
+                r = feed_helper(h, KT_HELPER, name, fn, depth, NULL);
+            else if (!PyErr_Occurred())
+                r = feed_global_value(h, name, v);
             Py_DECREF(v);
-            if (fn != NULL && feed_helper(h, KT_HELPER, name, fn, depth, NULL) < 0)
+            if (r < 0)
                 return -1;
         }
         if (PyErr_Occurred())
@@ -563,4 +598,128 @@ code_set_library_prefixes(PyObject *prefixes)
     Py_XSETREF(lib_prefixes, prefixes);
     /* Whether code is the user's own depends on the prefixes. */
     code_table_clear();
+}
+
+/* 1 if `t` is a class of the user's project: defined in Python (a heap
+ * type) by code outside the library prefixes, judged by its first function. */
+static int
+is_user_class(PyTypeObject *t)
+{
+    if (!(t->tp_flags & Py_TPFLAGS_HEAPTYPE) || t->tp_dict == NULL)
+        return 0;
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(t->tp_dict, &pos, &k, &v)) {
+        PyObject *fn = v;
+        if (Py_IS_TYPE(v, &PyStaticMethod_Type) || Py_IS_TYPE(v, &PyClassMethod_Type)
+            || Py_IS_TYPE(v, &PyProperty_Type))
+            continue;           /* checked through a plain function, if any */
+        if (PyFunction_Check(fn))
+            return is_user_file(((PyCodeObject *)PyFunction_GET_CODE(fn))->co_filename);
+    }
+    return 0;
+}
+
+/* Class attributes that say where or how a class was defined, not what it
+ * computes: moving a class must not change its key. */
+static int
+is_class_bookkeeping(PyObject *name)
+{
+    static const char *const skipped[] = {
+        "__module__", "__qualname__", "__doc__", "__dict__", "__weakref__",
+        "__firstlineno__", "__static_attributes__", "__annotations__",
+        "__annotate__", "__orig_bases__", "__parameters__", "__slots__", NULL,
+    };
+    if (!PyUnicode_Check(name))
+        return 0;
+    for (int i = 0; skipped[i] != NULL; i++) {
+        if (PyUnicode_CompareWithASCIIString(name, skipped[i]) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* One class attribute: functions (plain, static, class methods) by code
+ * digest and defaults, properties by their accessors' code, nested classes
+ * by their own code, data by value. */
+static int
+feed_class_attr(ds_hasher *h, PyObject *v)
+{
+    if (Py_IS_TYPE(v, &PyStaticMethod_Type) || Py_IS_TYPE(v, &PyClassMethod_Type)) {
+        PyObject *fn = PyObject_GetAttrString(v, "__func__");
+        if (fn == NULL)
+            return -1;
+        int r = feed_class_attr(h, fn);
+        Py_DECREF(fn);
+        return r;
+    }
+    if (Py_IS_TYPE(v, &PyProperty_Type)) {
+        static const char *const accessors[] = {"fget", "fset", "fdel"};
+        for (int i = 0; i < 3; i++) {
+            PyObject *fn = PyObject_GetAttrString(v, accessors[i]);
+            if (fn == NULL)
+                return -1;
+            int r = fn == Py_None ? (Sink_u8(h->sink, KT_NONE), 0) : feed_class_attr(h, fn);
+            Py_DECREF(fn);
+            if (r < 0)
+                return -1;
+        }
+        return 0;
+    }
+    if (PyFunction_Check(v)) {
+        CodeInfo ci;
+        if (code_info(h, PyFunction_GET_CODE(v), &ci) < 0)
+            return -1;
+        Py_DECREF(ci.names);
+        Sink_u8(h->sink, KT_CODE);
+        Sink_write(h->sink, ci.digest, DS_DIGEST_SIZE);
+        return feed_defaults(h, (PyFunctionObject *)v);
+    }
+    if (PyType_Check(v)) {
+        int user = is_user_class((PyTypeObject *)v);
+        if (user < 0)
+            return -1;
+        return user ? feed_class_code(h, (PyTypeObject *)v) : feed_type(h, (PyTypeObject *)v);
+    }
+    return feed_object(h, v);
+}
+
+int
+feed_class_code(ds_hasher *h, PyTypeObject *t)
+{
+    int user = is_user_class(t);
+    if (user <= 0)
+        return user < 0 ? -1 : feed_entry_code(h, (PyObject *)t, s_init, 1);
+    if (hasher_enter(h) < 0)
+        return -1;
+    int ret = -1;
+    PyObject *items = PyDict_Items(t->tp_dict);     /* definition order */
+    if (items == NULL)
+        goto error;
+    Sink_u8(h->sink, KT_CLASS);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        PyObject *kv = PyList_GET_ITEM(items, i);
+        PyObject *name = PyTuple_GET_ITEM(kv, 0);
+        if (is_class_bookkeeping(name))
+            continue;
+        if (feed_name(h, name) < 0 || feed_class_attr(h, PyTuple_GET_ITEM(kv, 1)) < 0)
+            goto error;
+    }
+    Sink_u8(h->sink, KT_END);
+    /* Its project bases count the same way; library bases by name. */
+    PyObject *bases = t->tp_bases;
+    for (Py_ssize_t i = 0; bases != NULL && i < PyTuple_GET_SIZE(bases); i++) {
+        PyTypeObject *b = (PyTypeObject *)PyTuple_GET_ITEM(bases, i);
+        if (b == &PyBaseObject_Type)
+            continue;
+        int r = is_user_class(b);
+        if (r < 0 || (r ? feed_class_code(h, b) : feed_type(h, b)) < 0)
+            goto error;
+    }
+    Sink_u8(h->sink, KT_END);
+    ret = 0;
+error:
+    Py_XDECREF(items);
+    hasher_leave(h);
+    return ret;
 }

@@ -5,6 +5,7 @@
  *   keys.c          dispatch, scalars, containers, pickle's reduce; the API
  *   keys_code.c     code identity: functions, methods, the user's helpers
  *   keys_buffers.c  memory: buffers and NumPy arrays, at memory speed
+ *   keys_files.c    files: paths and open files by the file they name
  */
 #ifndef DEVSTASH_KEYS_FEED_H
 #define DEVSTASH_KEYS_FEED_H
@@ -28,7 +29,10 @@ enum {
     KT_HELPER = 0x28, KT_SELF = 0x29, KT_EMPTY_CELL = 0x2a, KT_ODD_NAME = 0x2b,
     KT_METHOD_HELPER = 0x2c,
     KT_REDUCE = 0x30, KT_GLOBAL = 0x31, KT_ITEMS = 0x32, KT_UNHASHABLE = 0x33,
-    KT_ARGS = 0x40, KT_KWARGS = 0x41, KT_CALLEE = 0x42,
+    KT_BACKREF = 0x34, KT_DICT_KEYS = 0x35, KT_DICT_VALUES = 0x36, KT_DICT_ITEMS = 0x37,
+    KT_PATH = 0x38, KT_CLASS = 0x39, KT_GLOBAL_VALUE = 0x3a,
+    KT_FILE = 0x3b, KT_DIRECTORY = 0x3c, KT_OPEN_FILE = 0x3d, KT_NO_FILE = 0x3e,
+    KT_ARGS = 0x40, KT_KWARGS = 0x41, KT_CALLEE = 0x42, KT_IGNORED = 0x43,
     KT_END = 0x7f,
 };
 
@@ -61,7 +65,17 @@ struct ds_hasher {
     Sink *sink;                 /* where bytes go now: sinks[nest] */
     int nest;
     int depth;
+    /* The depth at which a direct input of the call (an argument, the
+     * receiver) is being fed, or -1: a direct input that could only be
+     * keyed by its type makes the call uncacheable; nested inside an
+     * object's state (a lock in a client) its type is enough. */
+    int direct_depth;
     PyObject *unhashable;       /* list of str, or NULL */
+    /* The containers and objects being fed, outermost first: meeting one
+     * again is a cycle, fed as a back-reference (its distance up the
+     * stack), as pickle's memo does. Addresses are compared, never fed. */
+    int nopen;
+    PyObject *open[MAX_DEPTH + 1];
     Sink *sinks[MAX_SINKS];     /* [0] is the key; the others are allocated on use */
 };
 
@@ -78,7 +92,8 @@ extern PyObject *s_main, *s_mp_main;
 extern PyObject *s_reduce_ex, *s_module, *s_qualname, *s_dtype, *s_kind,
     *s_hasobject, *s_names, *s_descr, *s_str, *s_shape, *s_tobytes, *s_init,
     *s_call, *s_wrapped, *s_co_code, *s_co_qualname, *s_co_varnames,
-    *s_co_freevars, *s_co_cellvars, *s_co_exceptiontable, *s_frozen, *s_copy, *s_C;
+    *s_co_freevars, *s_co_cellvars, *s_co_exceptiontable, *s_frozen, *s_copy, *s_C,
+    *s_fspath, *s_dict, *s_pathlib;
 
 /* ---- the sink (keys.c) */
 
@@ -233,6 +248,10 @@ feed_raw_bytes(Sink *s, unsigned tag, const void *p, size_t n)
 }
 
 int feed_object(ds_hasher *h, PyObject *o);
+/* Feeds a direct input of the call (see direct_depth). */
+int feed_direct(ds_hasher *h, PyObject *o);
+/* A callee's identity, its receiver a direct input (see keys.c). */
+int feed_callee(ds_hasher *h, PyObject *callee, const ds_call_options *o);
 int feed_name(ds_hasher *h, PyObject *o);
 int feed_module_name(ds_hasher *h, PyObject *mod);
 int feed_type(ds_hasher *h, PyTypeObject *t);
@@ -243,7 +262,13 @@ int feed_dict(ds_hasher *h, PyObject *d, int counted);
 /* ---- code identity (keys_code.c) */
 int feed_function(ds_hasher *h, PyObject *func, int with_code, PyTypeObject *owner);
 int feed_method(ds_hasher *h, PyObject *m, int with_code);
-int feed_builtin(ds_hasher *h, PyObject *o);
+int feed_builtin(ds_hasher *h, PyObject *o, int with_self);
+/* A class of the user's project by the code of all its methods, properties,
+ * class-level data and project bases; any other class by what its __init__
+ * runs. */
+int feed_class_code(ds_hasher *h, PyTypeObject *t);
+/* What calling a class or an instance runs (`attr`: __init__, __call__). */
+int feed_entry_code(ds_hasher *h, PyObject *owner, PyObject *attr, int with_code);
 int feed_code(ds_hasher *h, PyObject *code);
 int feed_defaults(ds_hasher *h, PyFunctionObject *f);
 int feed_helpers(ds_hasher *h, PyObject *globals, PyObject *names, int depth,
@@ -252,6 +277,13 @@ int feed_helpers(ds_hasher *h, PyObject *globals, PyObject *names, int depth,
 int code_info(ds_hasher *h, PyObject *code, CodeInfo *out);
 /* Sets the folders whose code is not the user's (a tuple of str, stolen). */
 void code_set_library_prefixes(PyObject *prefixes);
+
+/* ---- files (keys_files.c) */
+/* After a direct input was fed: the identity of the file or directory it
+ * names, when it is a path to one (nothing otherwise). 0 or -1. */
+int feed_path_identity(ds_hasher *h, PyObject *o);
+/* An open file: as feed_buffer (1: not an open file). */
+int feed_open_file(ds_hasher *h, PyObject *o);
 
 /* ---- memory (keys_buffers.c) */
 /* Each returns 0, -1 with an exception, or 1 when the value is not theirs

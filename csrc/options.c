@@ -1,5 +1,5 @@
-/* Marker options: whitespace-separated words "ttl=DURATION", "refresh" and
- * "nocode". Anything else is refused, so that new options can be added later
+/* Marker options: whitespace-separated words "ttl=DURATION", "refresh",
+ * "nocode", "nofiles" and "ignore=NAME[,NAME...]". Anything else is refused, so that new options can be added later
  * without silently changing what an old marker means.
  *
  * DURATION is one or more <integer><unit> groups (units s, m, h, d, w) in any
@@ -18,7 +18,7 @@
 #define DS_DURATION_HELP \
     "expected one or more <integer><unit> groups such as 30m or 1h30m, " \
     "with units s, m, h, d, w"
-#define DS_ALLOWED "ttl=DURATION, refresh, nocode"
+#define DS_ALLOWED "ttl=DURATION, refresh, nocode, nofiles, ignore=NAME[,NAME...]"
 
 static int
 is_space(unsigned char c)
@@ -180,6 +180,29 @@ word_starts(const char *w, Py_ssize_t n, const char *lit)
     return (size_t)n >= k && memcmp(w, lit, k) == 0;
 }
 
+/* ignore='s value: identifiers separated by single commas. */
+static int
+ignore_list_ok(const char *v, Py_ssize_t n)
+{
+    int at_start = 1;
+    if (n == 0)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c == ',') {
+            if (at_start)
+                return 0;
+            at_start = 1;
+            continue;
+        }
+        int alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+        if (!alpha && !(c >= '0' && c <= '9' && !at_start))
+            return 0;
+        at_start = 0;
+    }
+    return !at_start;
+}
+
 int
 options_parse(const char *text, Py_ssize_t len, ds_options *out,
               char *err, size_t errlen)
@@ -189,6 +212,8 @@ options_parse(const char *text, Py_ssize_t len, ds_options *out,
 
     out->ttl = 0.0;
     out->flags = 0;
+    out->ignore = NULL;
+    out->ignore_len = 0;
     while (i < len) {
         const char *w;
         Py_ssize_t n;
@@ -207,6 +232,8 @@ options_parse(const char *text, Py_ssize_t len, ds_options *out,
             flag = DS_OPT_REFRESH;
         else if (word_is(w, n, "nocode"))
             flag = DS_OPT_NOCODE;
+        else if (word_is(w, n, "nofiles"))
+            flag = DS_OPT_NOFILES;
         if (flag) {
             again = (out->flags & flag) != 0;
             out->flags |= flag;
@@ -219,6 +246,24 @@ options_parse(const char *text, Py_ssize_t len, ds_options *out,
             seen_ttl = 1;
             if (!again && duration_parse(w + 4, n - 4, "ttl", &out->ttl, err, errlen) < 0)
                 goto error;
+        } else if (word_is(w, n, "ignore") || word_is(w, n, "ignore=")) {
+            set_error(err, errlen, "option ", w, n,
+                      " needs a value: write ignore=NAME[,NAME...] with the argument names "
+                      "(or self) to leave out of the key");
+            goto error;
+        } else if (word_starts(w, n, "ignore=")) {
+            again = out->ignore != NULL;
+            if (!again && !ignore_list_ok(w + 7, n - 7)) {
+                set_error(err, errlen, "option ", w, n,
+                          ": ignore= takes argument names (identifiers, or self) separated by commas, "
+                          "such as ignore=session or ignore=self,verbose");
+                goto error;
+            }
+            out->ignore = w + 7;
+            out->ignore_len = n - 7;
+        } else if (word_starts(w, n, "nofiles=")) {
+            set_error(err, errlen, "option ", w, n, " takes no value: write nofiles alone");
+            goto error;
         } else if (word_starts(w, n, "refresh=")) {
             set_error(err, errlen, "option ", w, n, " takes no value: write refresh alone");
             goto error;
@@ -240,7 +285,28 @@ options_parse(const char *text, Py_ssize_t len, ds_options *out,
 error:
     out->ttl = 0.0;
     out->flags = 0;
+    out->ignore = NULL;
+    out->ignore_len = 0;
     return -1;
+}
+
+PyObject *
+options_ignore_tuple(const ds_options *o)
+{
+    if (o->ignore == NULL)
+        return PyTuple_New(0);
+    PyObject *text = PyUnicode_FromStringAndSize(o->ignore, o->ignore_len);
+    if (text == NULL)
+        return NULL;
+    PyObject *comma = PyUnicode_FromString(",");
+    PyObject *parts = comma ? PyUnicode_Split(text, comma, -1) : NULL;
+    Py_DECREF(text);
+    Py_XDECREF(comma);
+    if (parts == NULL)
+        return NULL;
+    PyObject *res = PyList_AsTuple(parts);
+    Py_DECREF(parts);
+    return res;
 }
 
 int
@@ -281,11 +347,16 @@ options_py_parse(PyObject *module, PyObject *text)
         PyErr_SetString(PyExc_ValueError, err);
         return NULL;
     }
-    return Py_BuildValue("{s:d,s:i,s:O,s:O}",
+    PyObject *ignore = options_ignore_tuple(&o);
+    if (ignore == NULL)
+        return NULL;
+    return Py_BuildValue("{s:d,s:i,s:O,s:O,s:O,s:N}",
                          "ttl", o.ttl,
                          "flags", o.flags,
                          "refresh", (o.flags & DS_OPT_REFRESH) ? Py_True : Py_False,
-                         "nocode", (o.flags & DS_OPT_NOCODE) ? Py_True : Py_False);
+                         "nocode", (o.flags & DS_OPT_NOCODE) ? Py_True : Py_False,
+                         "nofiles", (o.flags & DS_OPT_NOFILES) ? Py_True : Py_False,
+                         "ignore", ignore);
 }
 
 PyObject *

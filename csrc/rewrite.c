@@ -16,7 +16,7 @@
  *                                          values of the names it reads
  *   await @devstash.acall(...) / achain(...)   for `await E`
  * SITE indexes the `sites` tuple returned beside the code: one tuple
- * (line, column, ttl, flags, kind, label) per marker. */
+ * (line, column, ttl, flags, kind, label, ignore) per marker. */
 #include "rewrite.h"
 #include "options.h"
 #include "outline.h"
@@ -885,8 +885,8 @@ rewrite_statement(rewriter *rw, const marker *m, long site)
      * expression (its key), "module-independent" for calls (keyed by callee). */
     if ((label = segment(rw, stmt)) == NULL)
         goto done;
-    site_tuple = Py_BuildValue("(nndisO)", m->line, m->col, m->options.ttl, m->options.flags,
-                               kind, label);
+    site_tuple = Py_BuildValue("(nndisON)", m->line, m->col, m->options.ttl, m->options.flags,
+                               kind, label, options_ignore_tuple(&m->options));
     if (site_tuple == NULL || PyList_Append(rw->sites, site_tuple) < 0)
         goto done;
     rc = 0;

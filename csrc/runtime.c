@@ -28,13 +28,14 @@ typedef struct {
     double ttl;
     int flags;
     int extra;              /* the key also takes self._site_extra(site) */
+    ds_call_options key;    /* from the marker: nocode, nofiles, ignore= */
 } site_info;
 
 typedef struct {
     PyObject_HEAD
     PyObject *store;        /* a Store, or None when caching is off */
     PyObject *filename;
-    PyObject *sites;        /* tuple of (line, col, ttl, flags, kind, label) */
+    PyObject *sites;        /* tuple of (line, col, ttl, flags, kind, label, ignore) */
     PyObject *effects_type; /* the class of stored values that carry a call's
                                effects (devstash/_effects.py), or NULL */
     site_info *info;
@@ -249,9 +250,7 @@ Runtime_call_key(RuntimeObject *self, Py_ssize_t site, PyObject *func, PyObject 
     ds_hasher *h = Runtime_key_begin(self, KEY_CALL, sizeof KEY_CALL);
     if (h == NULL)
         return -1;
-    int rc = keys_update_callee(h, func, !(self->info[site].flags & DS_OPT_NOCODE));
-    if (rc == 0)
-        rc = keys_update_args(h, args, nargs, kwnames);
+    int rc = keys_update_call(h, func, args, nargs, kwnames, &self->info[site].key);
     if (rc == 0 && self->info[site].extra)
         rc = Runtime_feed_extra(self, h, site);
     return Runtime_key_done(self, h, site, rc, key);
@@ -730,9 +729,17 @@ Runtime_key_chain(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs)
     ds_hasher *h = Runtime_key_begin(self, KEY_CHAIN, sizeof KEY_CHAIN);
     if (h == NULL)
         return NULL;
-    int rc = keys_update_callee(h, args[1], !(self->info[site].flags & DS_OPT_NOCODE));
+    const ds_call_options *opts = &self->info[site].key;
+    int rc = keys_update_callee(h, args[1], opts->with_code);
     if (rc == 0)
         rc = keys_update_object(h, args[2]);
+    /* The files a chain's constructor is given: PyPDFLoader("r.pdf").load() */
+    PyObject *steps = args[2];
+    if (rc == 0 && opts->with_files && PyTuple_Check(steps) && PyTuple_GET_SIZE(steps) > 0) {
+        PyObject *first = PyTuple_GET_ITEM(steps, 0);
+        if (PyTuple_Check(first) && PyTuple_GET_SIZE(first) == 3)
+            rc = keys_update_paths(h, PyTuple_GET_ITEM(first, 1), PyTuple_GET_ITEM(first, 2));
+    }
     unsigned char key[DS_DIGEST_SIZE];
     return Runtime_key_object(Runtime_key_done(self, h, site, rc, key), key);
 }
@@ -852,13 +859,21 @@ Runtime_init(RuntimeObject *self, PyObject *args, PyObject *kwargs)
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *s = PyTuple_GET_ITEM(sites, i);
-        if (!PyTuple_Check(s) || PyTuple_GET_SIZE(s) != 6 || !PyUnicode_Check(PyTuple_GET_ITEM(s, 5))) {
+        Py_ssize_t len = PyTuple_Check(s) ? PyTuple_GET_SIZE(s) : 0;
+        PyObject *ignore = len == 7 ? PyTuple_GET_ITEM(s, 6) : NULL;
+        if ((len != 6 && len != 7) || !PyUnicode_Check(PyTuple_GET_ITEM(s, 5))
+            || (ignore != NULL && !PyTuple_Check(ignore))) {
             PyMem_Free(info);
-            PyErr_SetString(PyExc_ValueError, "a site is (line, col, ttl, flags, kind, label)");
+            PyErr_SetString(PyExc_ValueError,
+                            "a site is (line, col, ttl, flags, kind, label[, ignore])");
             return -1;
         }
         info[i].ttl = PyFloat_AsDouble(PyTuple_GET_ITEM(s, 2));
         info[i].flags = (int)PyLong_AsLong(PyTuple_GET_ITEM(s, 3));
+        /* Borrowed: self->sites holds the tuple. */
+        info[i].key.ignore = ignore != NULL && PyTuple_GET_SIZE(ignore) > 0 ? ignore : NULL;
+        info[i].key.with_code = !(info[i].flags & DS_OPT_NOCODE);
+        info[i].key.with_files = !(info[i].flags & DS_OPT_NOFILES);
         if (PyErr_Occurred()) {
             PyMem_Free(info);
             return -1;

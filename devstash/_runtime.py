@@ -121,11 +121,16 @@ def _configure_logging() -> bool:
 VERBOSE = _configure_logging()
 
 
+# Bumped when the rewritten code or its sites change shape within a version.
+CODE_FORMAT = 2
+
+
 def code_key(source: bytes, filename: str, resume_line: int) -> bytes:
     """The code cache's key: the source and where it runs from, this Python
     and this devstash (a new version may rewrite differently)."""
     return _core.hash_value(
-        ("code", source, filename, resume_line, sys.implementation.cache_tag, __version__)
+        ("code", CODE_FORMAT, source, filename, resume_line, sys.implementation.cache_tag,
+         __version__)
     )
 
 
@@ -198,7 +203,7 @@ class Runtime(_core.Runtime):
 
     def _where(self, site) -> str:
         """file:line and the marked statement, as warnings name a call."""
-        line, _col, _ttl, _flags, _kind, label = self.sites[site]
+        line, label = self.sites[site][0], self.sites[site][5]
         return f"{os.path.basename(self.filename)}:{line}: {label.splitlines()[0] if label else ''}"
 
     def _warn_once(self, site, what, message) -> None:
@@ -208,11 +213,18 @@ class Runtime(_core.Runtime):
 
     # -- callbacks from the C runtime
     def _unhashable(self, site, names):
-        kinds = ", ".join(sorted(set(names)))
-        self._warn_once(site, "unhashable", f"arguments of type {kinds} are keyed by their type only")
+        # Only state nested inside an argument (a lock in a client) is keyed
+        # by type: it carries no input, so this is a detail, not a warning.
+        if (site, "unhashable") not in self._warned:
+            self._warned.add((site, "unhashable"))
+            kinds = ", ".join(sorted(set(names)))
+            _logger().info("devstash: %s: values of type %s inside the arguments are keyed by "
+                           "their type only", self._where(site), kinds)
 
     def _uncacheable(self, site, exc):
-        self._warn_once(site, "uncacheable", f"arguments cannot be keyed ({_describe(exc)}); not cached")
+        reason = str(exc) if isinstance(exc, ValueError) else _describe(exc)
+        self._warn_once(site, "uncacheable", f"{reason}; this line runs uncached "
+                        "(ignore=NAME leaves an argument out of the key)")
 
     def _unpicklable(self, site, exc):
         self._warn_once(site, "unpicklable", f"result cannot be pickled ({_describe(exc)}); not cached")

@@ -78,12 +78,13 @@ class Box:
 
 
 class Opaque:
-    """Unhashable by value: keyed by its type, with a warning callback."""
+    """Unhashable by value: nested in an argument, keyed by its type with a
+    callback (as a direct argument it would make the call uncacheable)."""
 
     __reduce_ex__ = None
 
 
-OPAQUE = Opaque()
+OPAQUE = [Opaque()]
 
 def hit_loop(rt, n):
     call, chain, expr_key, load = rt.call, rt.chain, rt.key_expr, rt.load

@@ -151,21 +151,38 @@ def test_dict_contents_matter():
     assert hv({1: 2, 3: 4}) != hv({1: 4, 3: 2})
 
 
-def test_recursive_values_raise_value_error():
-    lst = []
-    lst.append(lst)
-    with pytest.raises(ValueError, match="recursive"):
-        hv(lst)
-    d = {}
+def test_cycles_are_keyed_by_back_reference():
+    """A value that refers to itself keys like pickle sees it: a cycle is a
+    back-reference, so equal cyclic values share a key and others do not."""
+    def cyclic(tag):
+        lst = [tag]
+        lst.append(lst)
+        return lst
+
+    assert hv(cyclic(1)) == hv(cyclic(1)) != hv(cyclic(2))
+    d, e = {}, {}
     d["self"] = d
-    with pytest.raises(ValueError, match="recursive"):
-        hv(d)
-    with pytest.raises(ValueError, match="recursive"):
-        hc(f, 1, x=lst)
-    ns = types.SimpleNamespace()
-    ns.me = ns
-    with pytest.raises(ValueError, match="recursive"):
-        hv(ns)
+    e["self"] = e
+    assert hv(d) == hv(e) != hv({"self": {}})
+    assert hc(f, 1, x=cyclic(1)) == hc(f, 1, x=cyclic(1))
+    ns, other = types.SimpleNamespace(v=1), types.SimpleNamespace(v=2)
+    ns.me, other.me = ns, other
+    assert hv(ns) != hv(other)
+    ns2 = types.SimpleNamespace(v=1)
+    ns2.me = ns2
+    assert hv(ns) == hv(ns2)
+
+    # A client that caches a child holding the client (openai's client.chat).
+    class Client:
+        def __init__(self, url):
+            self.url = url
+            self.chat = Chat(self)
+
+    class Chat:
+        def __init__(self, client):
+            self.client = client
+
+    assert hv(Client("a")) == hv(Client("a")) != hv(Client("b"))
 
 
 def test_nesting_depth():
@@ -405,32 +422,126 @@ def test_callee_receiver_that_cannot_be_pickled():
 # --------------------------------------------------------- unhashables
 
 
-def test_unhashable_values_keyed_by_type(tmp_path):
+def test_unhashable_values_nested_in_arguments_keyed_by_type(tmp_path):
     lock1, lock2 = threading.Lock(), threading.Lock()
-    d1, names = _core.hash_call_ex(f, lock1, 1)
+    d1, names = _core.hash_call_ex(f, [lock1], 1)
     assert names == ("_thread.lock",)
-    assert _core.hash_call_ex(f, lock2, 1)[0] == d1
-    assert hc(f, lock1, 1) == d1
-    assert hc(f, lock1, 2) != d1
-    assert hc(f, threading.RLock(), 1) != d1
-
-    with open(tmp_path / "a.txt", "w") as fa, open(tmp_path / "b.txt", "w") as fb:
-        k, names = _core.hash_call_ex(f, fa, x=1)
-        assert names == ("_io.TextIOWrapper",)
-        assert hc(f, fb, x=1) == k
-        assert hc(f, fb, x=2) != k
-
-    gen = (i for i in range(3))
-    k, names = _core.hash_call_ex(f, gen, lock1, [lock2])
-    assert names == ("generator", "_thread.lock")
+    assert _core.hash_call_ex(f, [lock2], 1)[0] == d1
+    assert hc(f, [lock1], 1) == d1
+    assert hc(f, [lock1], 2) != d1
+    assert hc(f, [threading.RLock()], 1) != d1
 
     sock = socket.socket()
     try:
-        k, names = _core.hash_call_ex(f, sock, 5)
+        k, names = _core.hash_call_ex(f, {"s": sock}, 5)
         assert names == ("socket.socket",)
-        assert hc(f, sock, 5) == k != hc(f, sock, 6)
+        assert hc(f, {"s": sock}, 5) == k != hc(f, {"s": sock}, 6)
     finally:
         sock.close()
+
+
+def test_direct_arguments_keyed_by_type_only_are_not_keyed(tmp_path):
+    """A type-only key is never used for data a call reads: a direct
+    argument that pickle refuses makes the call uncacheable, naming it."""
+    def use(a, b=None):
+        return a
+
+    lock = threading.Lock()
+    with pytest.raises(ValueError, match=r"argument 1 \(a\): a _thread.lock can be keyed by its type only"):
+        hc(use, lock, 1)
+    with pytest.raises(ValueError, match=r"keyword argument b: a _thread.lock"):
+        hc(use, 1, b=lock)
+    sock = socket.socket()
+    try:
+        with pytest.raises(ValueError, match="socket"):
+            hc(use, sock)
+    finally:
+        sock.close()
+
+
+def test_iterators_are_never_keyed_by_type():
+    """Generators and other iterators pickle refuses would be consumed by
+    keying: the call is not cached, wherever they sit."""
+    def total(xs):
+        return sum(xs)
+
+    with pytest.raises(ValueError, match=r"argument 1 \(xs\): a generator is an iterator"):
+        hc(total, (x for x in [1, 2, 3]))
+    with pytest.raises(ValueError, match="generator is an iterator"):
+        hc(total, [(x for x in [1])])
+    # Picklable iterators are keyed by what they will yield.
+    assert hc(total, iter([1, 2, 3])) == hc(total, iter([1, 2, 3])) != hc(total, iter([1, 2]))
+
+
+def test_dict_views_keyed_by_contents():
+    def total(xs):
+        return sum(xs)
+
+    d = {"a": 1, "b": 2}
+    k_values, k_keys, k_items = hc(total, d.values()), hc(total, d.keys()), hc(total, d.items())
+    assert len({k_values, k_keys, k_items}) == 3
+    d["a"] = 10
+    assert hc(total, d.values()) != k_values
+    assert hc(total, d.items()) != k_items
+    assert hc(total, d.keys()) == k_keys
+    assert hc(total, {"b": 2, "a": 10}.items()) == hc(total, d.items())
+    d["c"] = 0
+    assert hc(total, d.keys()) != k_keys
+
+
+def test_open_files_keyed_by_what_they_read(tmp_path):
+    import json
+
+    (tmp_path / "a.json").write_text('{"v": 1}')
+    (tmp_path / "b.json").write_text('{"v": 2}')
+    with open(tmp_path / "a.json") as fa, open(tmp_path / "b.json") as fb:
+        ka, kb = hc(json.load, fa), hc(json.load, fb)
+        assert ka != kb
+        fa.read(2)
+        assert hc(json.load, fa) != ka                  # its position counts
+    with open(tmp_path / "a.json") as fa:
+        assert hc(json.load, fa) == ka                  # same file, same place
+    with open(tmp_path / "a.json", "rb") as fa:
+        assert hc(json.load, fa) != ka                  # mode and type count
+    (tmp_path / "a.json").write_text('{"v": 3, "w": 4}')
+    with open(tmp_path / "a.json") as fa:
+        assert hc(json.load, fa) != ka                  # the file changed
+    r, w = os.pipe()
+    with os.fdopen(r) as fr, os.fdopen(w, "w"):
+        with pytest.raises(ValueError, match="stream"):
+            hc(json.load, fr)
+
+
+def test_paths_count_by_the_file_they_name(tmp_path):
+    import pathlib
+
+    def load(p, mode="r"):
+        return open(p, mode).read()
+
+    data = tmp_path / "data.csv"
+    data.write_text("a,b\n1,2\n")
+    k_str, k_path = hc(load, str(data)), hc(load, data)
+    assert k_str != k_path                              # str and Path differ as values
+    os.utime(data, ns=(1, 1))
+    assert hc(load, str(data)) != k_str
+    k_str = hc(load, str(data))
+    data.write_text("a,b\n1,3\n")
+    os.utime(data, ns=(1, 1))                           # same size and time, new content:
+    assert hc(load, str(data)) == k_str                 # identity, not content: documented
+    data.write_text("a,b\n1,2,3\n")
+    assert hc(load, str(data)) != k_str
+    assert hc(load, p=str(data)) == hc(load, p=str(data))
+    # A directory counts by its listing.
+    k_dir = hc(load, tmp_path)
+    (tmp_path / "new.csv").write_text("x")
+    assert hc(load, tmp_path) != k_dir
+    # A string naming no file is just a string.
+    assert hc(load, "gpt-4") == hc(load, "gpt-4")
+    # Equal paths key alike however they were built (Python 3.13 pickles parts).
+    assert hv(pathlib.Path("a/b")) == hv(pathlib.Path("a") / "b") == hv(pathlib.Path("a", "b"))
+    assert hv(pathlib.PurePosixPath("a/b")) == hv(pathlib.PurePosixPath("a") / "b")
+    assert hv(pathlib.PurePosixPath("a/b")) != hv(pathlib.Path("a/b"))   # the type counts
+    assert hv(pathlib.Path("a/b")) != hv(pathlib.Path("a/c"))
 
     assert _core.hash_call_ex(f, 1, [2], {"a": 3}) == (hc(f, 1, [2], {"a": 3}), ())
 
@@ -444,9 +555,9 @@ def test_errors_from_reduce_count_as_unhashable_but_fatal_ones_propagate():
         def __reduce_ex__(self, proto):
             raise KeyboardInterrupt
 
-    k, names = _core.hash_call_ex(f, Broken(), 1)
+    k, names = _core.hash_call_ex(f, [Broken()], 1)
     assert names == (f"{__name__}.test_errors_from_reduce_count_as_unhashable_but_fatal_ones_propagate.<locals>.Broken",)
-    assert hc(f, Broken(), 1) == k != hc(f, Broken(), 2)
+    assert hc(f, [Broken()], 1) == k != hc(f, [Broken()], 2)
     with pytest.raises(KeyboardInterrupt):
         hv(Interrupting())
 
@@ -726,14 +837,15 @@ def test_no_reference_leaks():
         for _ in range(200):
             for v in values:
                 hv(v)
-            hc(Scaler(1).scale, *values, k=values)
-            _core.hash_call_ex(f, lock, x=values)
+            hc(Scaler(1).scale, *values[:4], k=values)
+            _core.hash_call_ex(f, [lock], x=values)
             try:
-                bad = []
-                bad.append(bad)
-                hv(bad)
+                hc(f, lock)
             except ValueError:
                 pass
+            cyclic = []
+            cyclic.append(cyclic)
+            hv(cyclic)
 
     run()
     gc.collect()
@@ -788,12 +900,12 @@ def test_odd_objects_are_keyed_stably():
     with mmap.mmap(-1, 16) as m:
         odd.append(m)
         for v in odd:
-            d1, names1 = _core.hash_call_ex(f, v)
-            d2, names2 = _core.hash_call_ex(f, v)
+            d1, names1 = _core.hash_call_ex(f, [v])
+            d2, names2 = _core.hash_call_ex(f, [v])
             assert (d1, names1) == (d2, names2), v
-    assert _core.hash_call_ex(f, OddReduce(lambda: 42))[1] == (f"{__name__}.OddReduce",)
-    assert _core.hash_call_ex(f, OddReduce(lambda: (1,) * 7))[1] == (f"{__name__}.OddReduce",)
-    assert _core.hash_call_ex(f, weakref.ref(OddClass))[1] == ("weakref.ReferenceType",)
+    assert _core.hash_call_ex(f, [OddReduce(lambda: 42)])[1] == (f"{__name__}.OddReduce",)
+    assert _core.hash_call_ex(f, [OddReduce(lambda: (1,) * 7)])[1] == (f"{__name__}.OddReduce",)
+    assert _core.hash_call_ex(f, [weakref.ref(OddClass)])[1] == ("weakref.ReferenceType",)
     # Pair order in dictitems does not matter; their content does.
     a = OddReduce(lambda: (OddReduce, (), None, None, iter([(1, 2), (3, 4)])))
     b = OddReduce(lambda: (OddReduce, (), None, None, iter([(3, 4), (1, 2)])))

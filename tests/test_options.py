@@ -7,13 +7,13 @@ DURATION_HELP = (
     "expected one or more <integer><unit> groups such as 30m or 1h30m, "
     "with units s, m, h, d, w"
 )
-ALLOWED = "ttl=DURATION, refresh, nocode"
+ALLOWED = "ttl=DURATION, refresh, nocode, nofiles, ignore=NAME[,NAME...]"
 MAX_SECONDS = 36525 * 86400  # 100 years
 
 
-def options(ttl=0.0, refresh=False, nocode=False):
-    return {"ttl": ttl, "flags": (1 if refresh else 0) | (2 if nocode else 0),
-            "refresh": refresh, "nocode": nocode}
+def options(ttl=0.0, refresh=False, nocode=False, nofiles=False, ignore=()):
+    return {"ttl": ttl, "flags": (1 if refresh else 0) | (2 if nocode else 0) | (4 if nofiles else 0),
+            "refresh": refresh, "nocode": nocode, "nofiles": nofiles, "ignore": ignore}
 
 
 @pytest.mark.parametrize(
@@ -24,6 +24,10 @@ def options(ttl=0.0, refresh=False, nocode=False):
         ("refresh", options(refresh=True)),
         ("nocode", options(nocode=True)),
         ("refresh nocode", options(refresh=True, nocode=True)),
+        ("nofiles", options(nofiles=True)),
+        ("ignore=self", options(ignore=("self",))),
+        ("ignore=session,verbose ttl=1d", options(ttl=86400.0, ignore=("session", "verbose"))),
+        ("ignore=_x1", options(ignore=("_x1",))),
         ("nocode\trefresh", options(refresh=True, nocode=True)),
         ("ttl=30m", options(ttl=1800.0)),
         ("ttl=1h30m", options(ttl=5400.0)),
@@ -85,6 +89,11 @@ def invalid_ttl(value):
         ("ttl=１h", invalid_ttl("１h")),  # a full-width digit is not a digit here
         ("ttl=0s", "invalid ttl '0s': a duration must be longer than zero, such as 30m or 1h30m"),
         ("ttl=0h0m", "invalid ttl '0h0m': a duration must be longer than zero, such as 30m or 1h30m"),
+        ("ignore", "option 'ignore' needs a value: write ignore=NAME[,NAME...] with the argument names (or self) to leave out of the key"),
+        ("ignore=a,,b", "option 'ignore=a,,b': ignore= takes argument names (identifiers, or self) separated by commas, such as ignore=session or ignore=self,verbose"),
+        ("ignore=1x", "option 'ignore=1x': ignore= takes argument names (identifiers, or self) separated by commas, such as ignore=session or ignore=self,verbose"),
+        ("ignore=a ignore=b", f"duplicate option 'ignore=b': give each of {ALLOWED} at most once"),
+        ("nofiles=1", "option 'nofiles=1' takes no value: write nofiles alone"),
         ("ttl=36525d1s", "invalid ttl '36525d1s': the longest allowed duration is 100 years (36525d)"),
         ("ttl=5300w", "invalid ttl '5300w': the longest allowed duration is 100 years (36525d)"),
         ("ttl=99999999999999999999999999w",
