@@ -1016,6 +1016,7 @@ keys_reset(ds_hasher *h)
     h->nest = 0;
     h->depth = 0;
     h->direct_depth = -1;
+    h->ignore = NULL;
     h->nopen = 0;
     h->sink = h->sinks[0];
     Sink_reset(h->sink);
@@ -1076,18 +1077,30 @@ feed_direct(ds_hasher *h, PyObject *o)
     return r;
 }
 
-/* Whether `name` (a str, or NULL) is one of o->ignore's names. */
 static int
-is_ignored(const ds_call_options *o, PyObject *name)
+names_contain(PyObject *names, PyObject *name)
 {
-    if (o->ignore == NULL || name == NULL || !PyUnicode_Check(name))
+    if (names == NULL || name == NULL || !PyUnicode_Check(name))
         return 0;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(o->ignore); i++) {
-        if (PyUnicode_Compare(PyTuple_GET_ITEM(o->ignore, i), name) == 0)
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
+        if (PyUnicode_Compare(PyTuple_GET_ITEM(names, i), name) == 0)
             return 1;
     }
     PyErr_Clear();
     return 0;
+}
+
+/* Whether `name` (a str, or NULL) is one of o->ignore's names. */
+static int
+is_ignored(const ds_call_options *o, PyObject *name)
+{
+    return names_contain(o->ignore, name);
+}
+
+int
+is_ignored_name(ds_hasher *h, PyObject *name)
+{
+    return names_contain(h->ignore, name);
 }
 
 /* Says which input could not be keyed: "argument 2 (path): <reason>". The
@@ -1324,6 +1337,7 @@ int
 keys_update_call(ds_hasher *h, PyObject *callee, PyObject *const *args, Py_ssize_t nargs,
                  PyObject *kwnames, const ds_call_options *o)
 {
+    h->ignore = o->ignore;
     if (feed_callee(h, callee, o) < 0)
         return -1;
     Py_ssize_t skip;

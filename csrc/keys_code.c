@@ -429,6 +429,8 @@ feed_global_value(ds_hasher *h, PyObject *name, PyObject *v)
     if (PyUnicode_Check(name) && PyUnicode_GET_LENGTH(name) > 0
         && PyUnicode_READ_CHAR(name, 0) == '@')
         return 0;
+    if (is_ignored_name(h, name))
+        return 0;
     if (PyType_Check(v)) {
         int user = is_user_class((PyTypeObject *)v);
         if (user <= 0)

@@ -70,6 +70,9 @@ struct ds_hasher {
      * keyed by its type makes the call uncacheable; nested inside an
      * object's state (a lock in a client) its type is enough. */
     int direct_depth;
+    /* ignore=: names left out of the key, arguments and globals alike
+     * (borrowed tuple of str, or NULL). */
+    PyObject *ignore;
     PyObject *unhashable;       /* list of str, or NULL */
     /* The containers and objects being fed, outermost first: meeting one
      * again is a cycle, fed as a back-reference (its distance up the
@@ -248,6 +251,8 @@ feed_raw_bytes(Sink *s, unsigned tag, const void *p, size_t n)
 }
 
 int feed_object(ds_hasher *h, PyObject *o);
+/* Whether `name` is one of h->ignore's names. */
+int is_ignored_name(ds_hasher *h, PyObject *name);
 /* Feeds a direct input of the call (see direct_depth). */
 int feed_direct(ds_hasher *h, PyObject *o);
 /* A callee's identity, its receiver a direct input (see keys.c). */
