@@ -149,6 +149,42 @@ hasher_push(ds_hasher *h)
     return 0;
 }
 
+/* ------------------------------------------------------------- parts */
+
+int
+part_begin(ds_hasher *h)
+{
+    return h->parts != NULL ? hasher_push(h) : 0;
+}
+
+void
+part_abort(ds_hasher *h)
+{
+    if (h->parts != NULL)
+        hasher_pop(h);
+}
+
+int
+part_end(ds_hasher *h, PyObject *label)
+{
+    if (h->parts == NULL) {
+        Py_XDECREF(label);
+        return 0;
+    }
+    unsigned char d[DS_DIGEST_SIZE];
+    Sink_digest(h->sink, d);
+    hasher_pop(h);
+    Sink_write(h->sink, d, DS_DIGEST_SIZE);
+    if (label == NULL)
+        return -1;
+    PyObject *item = Py_BuildValue("(Ny#)", label, (const char *)d, (Py_ssize_t)DS_DIGEST_SIZE);
+    if (item == NULL)
+        return -1;
+    int r = PyList_Append(h->parts, item);
+    Py_DECREF(item);
+    return r;
+}
+
 /* ------------------------------------------------------------ scalars */
 
 int
@@ -1007,6 +1043,7 @@ keys_free(ds_hasher *h)
     for (int i = 0; i < MAX_SINKS; i++)
         Sink_free(h->sinks[i]);
     Py_XDECREF(h->unhashable);
+    Py_XDECREF(h->parts);
     PyMem_Free(h);
 }
 
@@ -1018,6 +1055,7 @@ keys_reset(ds_hasher *h)
     h->direct_depth = -1;
     h->ignore = NULL;
     h->nopen = 0;
+    Py_CLEAR(h->parts);
     h->sink = h->sinks[0];
     Sink_reset(h->sink);
     Py_CLEAR(h->unhashable);
@@ -1160,6 +1198,41 @@ feed_receiver_files(ds_hasher *h, PyObject *self)
     return r;
 }
 
+/* When recording: each of the receiver's attributes as a part of its own,
+ * so that a miss can say which one changed. */
+static int
+record_attributes(ds_hasher *h, PyObject *self)
+{
+    PyObject *d = PyObject_GetAttr(self, s_dict);
+    if (d == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int r = 0;
+    if (PyDict_Check(d)) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (r == 0 && PyDict_Next(d, &pos, &k, &v)) {
+            Py_INCREF(k);
+            Py_INCREF(v);
+            r = part_begin(h);
+            if (r == 0 && feed_object(h, v) < 0) {
+                part_abort(h);
+                PyErr_Clear();              /* only an explanation depends on it */
+                Sink_u8(h->sink, KT_UNHASHABLE);
+            }
+            else if (r == 0) {
+                r = part_end(h, PyUnicode_FromFormat("receiver %s: attribute %S",
+                                                     Py_TYPE(self)->tp_name, k));
+            }
+            Py_DECREF(k);
+            Py_DECREF(v);
+        }
+    }
+    Py_DECREF(d);
+    return r;
+}
+
 /* A receiver (a bound method's self, a callable instance): a direct input,
  * unless ignore=self; with its paths' files. */
 static int
@@ -1176,11 +1249,16 @@ feed_receiver(ds_hasher *h, PyObject *self, const ds_call_options *o)
             return 0;
         }
     }
-    if (feed_direct(h, self) < 0) {
+    if (part_begin(h) < 0)
+        return -1;
+    if (feed_direct(h, self) < 0 || (o->with_files && feed_receiver_files(h, self) < 0)) {
+        part_abort(h);
         name_failed_input("receiver", -1, NULL);
         return -1;
     }
-    return o->with_files ? feed_receiver_files(h, self) : 0;
+    if (part_end(h, h->parts ? PyUnicode_FromFormat("receiver %s", Py_TYPE(self)->tp_name) : NULL) < 0)
+        return -1;
+    return h->parts != NULL ? record_attributes(h, self) : 0;
 }
 
 /* The parameter names the arguments of a call to `callee` bind to, when it
@@ -1320,11 +1398,16 @@ feed_keywords(ds_hasher *h, PyObject *const *values, PyObject *kwnames,
             Sink_u8(h->sink, KT_IGNORED);
             continue;
         }
+        if (part_begin(h) < 0)
+            goto error;
         if (feed_direct(h, values[k]) < 0
             || (o->with_files && feed_path_identity(h, values[k]) < 0)) {
+            part_abort(h);
             name_failed_input("keyword argument", -1, name);
             goto error;
         }
+        if (part_end(h, h->parts ? PyUnicode_FromFormat("keyword argument %U", name) : NULL) < 0)
+            goto error;
     }
     ret = 0;
 error:
@@ -1355,8 +1438,11 @@ keys_update_call(ds_hasher *h, PyObject *callee, PyObject *const *args, Py_ssize
             Sink_u8(h->sink, KT_IGNORED);
             continue;
         }
+        if (part_begin(h) < 0)
+            goto error;
         if (feed_direct(h, args[i]) < 0
             || (o->with_files && feed_path_identity(h, args[i]) < 0)) {
+            part_abort(h);
             if (code != NULL && name == NULL && !error_is_fatal()) {
                 PyObject *type, *value, *tb;
                 PyErr_Fetch(&type, &value, &tb);
@@ -1367,11 +1453,63 @@ keys_update_call(ds_hasher *h, PyObject *callee, PyObject *const *args, Py_ssize
             name_failed_input("argument", i + 1, name);
             goto error;
         }
+        if (part_end(h, h->parts ? PyUnicode_FromFormat("argument %zd", i + 1) : NULL) < 0)
+            goto error;
     }
     ret = feed_keywords(h, args + nargs, kwnames, o);
 error:
     Py_XDECREF(varnames);
     return ret;
+}
+
+/* When recording parts: each step of a chain as a part of its own,
+ * labelled by the call it makes ("arguments of score()"). */
+static int
+record_chain_steps(ds_hasher *h, PyObject *root, PyObject *steps)
+{
+    PyObject *name = PyObject_GetAttrString(root, "__name__");
+    if (name == NULL) {
+        PyErr_Clear();
+        name = PyUnicode_FromString("the first call");
+        if (name == NULL)
+            return -1;
+    }
+    int r = 0;
+    for (Py_ssize_t i = 0; r == 0 && i < PyTuple_GET_SIZE(steps); i++) {
+        PyObject *step = PyTuple_GET_ITEM(steps, i);
+        if (!PyTuple_Check(step) || PyTuple_GET_SIZE(step) < 2 || !PyUnicode_Check(PyTuple_GET_ITEM(step, 0)))
+            continue;
+        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(step, 0), "a") == 0) {
+            Py_SETREF(name, Py_NewRef(PyTuple_GET_ITEM(step, 1)));
+            continue;
+        }
+        if ((r = part_begin(h)) < 0)
+            break;
+        if ((r = feed_object(h, step)) < 0) {
+            part_abort(h);
+            break;
+        }
+        r = part_end(h, PyUnicode_FromFormat("arguments of %S()", name));
+    }
+    Py_DECREF(name);
+    return r;
+}
+
+int
+keys_update_chain(ds_hasher *h, PyObject *root, PyObject *steps, const ds_call_options *o)
+{
+    h->ignore = o->ignore;
+    if (keys_update_callee(h, root, o->with_code) < 0)
+        return -1;
+    int r = h->parts != NULL && PyTuple_Check(steps) ? record_chain_steps(h, root, steps)
+                                                     : feed_object(h, steps);
+    /* The files a chain's constructor is given: PyPDFLoader("r.pdf").load() */
+    if (r == 0 && o->with_files && PyTuple_Check(steps) && PyTuple_GET_SIZE(steps) > 0) {
+        PyObject *first = PyTuple_GET_ITEM(steps, 0);
+        if (PyTuple_Check(first) && PyTuple_GET_SIZE(first) == 3)
+            r = keys_update_paths(h, PyTuple_GET_ITEM(first, 1), PyTuple_GET_ITEM(first, 2));
+    }
+    return r;
 }
 
 int
@@ -1393,6 +1531,16 @@ keys_update_paths(ds_hasher *h, PyObject *args, PyObject *kwargs)
         }
     }
     return 0;
+}
+
+PyObject *
+keys_record_parts(ds_hasher *h)
+{
+    PyObject *parts = PyList_New(0);
+    if (parts == NULL)
+        return NULL;
+    Py_XSETREF(h->parts, Py_NewRef(parts));
+    return parts;
 }
 
 void

@@ -41,6 +41,11 @@ typedef struct {
 int keys_update_call(ds_hasher *h, PyObject *callee, PyObject *const *args,
                      Py_ssize_t nargs, PyObject *kwnames, const ds_call_options *o);
 
+/* Feeds a chain root(...).attr(...)[i]: the root's identity, the steps
+ * (("c", args, kwargs), ("a", name), ("i", index)) and the files named by
+ * the first call's arguments. */
+int keys_update_chain(ds_hasher *h, PyObject *root, PyObject *steps, const ds_call_options *o);
+
 /* The files named by a chain constructor's arguments (a tuple) and keyword
  * arguments (a dict or None), as keys_update_call adds them. */
 int keys_update_paths(ds_hasher *h, PyObject *args, PyObject *kwargs);
@@ -50,6 +55,13 @@ int keys_update_paths(ds_hasher *h, PyObject *args, PyObject *kwargs);
  * `with_code` is set and the function is the user's own (see
  * keys_set_library_prefixes), its code too. */
 int keys_update_callee(ds_hasher *h, PyObject *callee, int with_code);
+
+/* Starts recording the key's parts: each argument, the receiver and its
+ * attributes, the callee's code, each global and file gets a digest of its
+ * own. Returns the list (label, digest) pairs are appended to (a new
+ * reference), or NULL with an exception. The key fed this way is not the
+ * ordinary key: record with a hasher of its own. */
+PyObject *keys_record_parts(ds_hasher *h);
 
 /* Writes the 16-byte digest of everything fed since keys_reset. */
 void keys_digest(ds_hasher *h, unsigned char out[DS_DIGEST_SIZE]);

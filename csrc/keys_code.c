@@ -441,9 +441,13 @@ feed_global_value(ds_hasher *h, PyObject *name, PyObject *v)
         return feed_class_code(h, (PyTypeObject *)v);
     }
     Sink_u8(h->sink, KT_GLOBAL_VALUE);
-    if (feed_str(h->sink, KT_STR, name) < 0)
+    if (feed_str(h->sink, KT_STR, name) < 0 || part_begin(h) < 0)
         return -1;
-    return feed_object(h, v);
+    if (feed_object(h, v) < 0) {
+        part_abort(h);
+        return -1;
+    }
+    return part_end(h, h->parts ? PyUnicode_FromFormat("global %S", name) : NULL);
 }
 
 /* One helper: its name, code digest, defaults and (depth > 1) its own
@@ -459,9 +463,15 @@ feed_helper(ds_hasher *h, unsigned tag, PyObject *name, PyObject *fn, int depth,
         if (ci.is_user) {
             Sink_u8(h->sink, tag);
             r = feed_str(h->sink, KT_STR, name);
+            if (r == 0)
+                r = part_begin(h);
             if (r == 0) {
                 Sink_write(h->sink, ci.digest, DS_DIGEST_SIZE);
                 r = feed_defaults(h, f);
+                if (r < 0)
+                    part_abort(h);
+                else
+                    r = part_end(h, h->parts ? PyUnicode_FromFormat("code of %S", f->func_qualname) : NULL);
             }
             if (r == 0 && depth > 1)
                 r = feed_helpers(h, f->func_globals, ci.names, depth - 1, owner);
@@ -551,9 +561,15 @@ feed_function(ds_hasher *h, PyObject *func, int with_code, PyTypeObject *owner)
     if (feed_module_name(h, f->func_module) < 0 || feed_name(h, f->func_qualname) < 0)
         goto error;
     if (user_code || !unique) {
+        if (part_begin(h) < 0)
+            goto error;
         Sink_u8(h->sink, KT_CODE);
         Sink_write(h->sink, ci.digest, DS_DIGEST_SIZE);
-        if (feed_defaults(h, f) < 0)
+        if (feed_defaults(h, f) < 0) {
+            part_abort(h);
+            goto error;
+        }
+        if (part_end(h, h->parts ? PyUnicode_FromFormat("code of %S", f->func_qualname) : NULL) < 0)
             goto error;
         if (user_code) {
             if (feed_helpers(h, f->func_globals, ci.names, HELPER_DEPTH, owner) < 0)
@@ -704,7 +720,17 @@ feed_class_code(ds_hasher *h, PyTypeObject *t)
         PyObject *name = PyTuple_GET_ITEM(kv, 0);
         if (is_class_bookkeeping(name))
             continue;
-        if (feed_name(h, name) < 0 || feed_class_attr(h, PyTuple_GET_ITEM(kv, 1)) < 0)
+        if (feed_name(h, name) < 0 || part_begin(h) < 0)
+            goto error;
+        if (feed_class_attr(h, PyTuple_GET_ITEM(kv, 1)) < 0) {
+            part_abort(h);
+            goto error;
+        }
+        PyObject *v = PyTuple_GET_ITEM(kv, 1);
+        int code = PyFunction_Check(v) || Py_IS_TYPE(v, &PyProperty_Type)
+            || Py_IS_TYPE(v, &PyStaticMethod_Type) || Py_IS_TYPE(v, &PyClassMethod_Type);
+        if (part_end(h, h->parts ? PyUnicode_FromFormat("%s%s.%S", code ? "code of " : "class attribute ",
+                                                        t->tp_name, name) : NULL) < 0)
             goto error;
     }
     Sink_u8(h->sink, KT_END);

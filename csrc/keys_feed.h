@@ -74,6 +74,12 @@ struct ds_hasher {
      * (borrowed tuple of str, or NULL). */
     PyObject *ignore;
     PyObject *unhashable;       /* list of str, or NULL */
+    /* When set (keys_record_parts), each part of the key (an argument, the
+     * callee's code, a global, a file) is hashed into its own digest and
+     * (label, digest) appended here: a miss can then say which input
+     * changed. A key fed this way differs from an ordinary one; it is only
+     * ever compared with another recording. */
+    PyObject *parts;
     /* The containers and objects being fed, outermost first: meeting one
      * again is a cycle, fed as a back-reference (its distance up the
      * stack), as pickle's memo does. Addresses are compared, never fed. */
@@ -251,6 +257,13 @@ feed_raw_bytes(Sink *s, unsigned tag, const void *p, size_t n)
 }
 
 int feed_object(ds_hasher *h, PyObject *o);
+/* Parts (see ds_hasher.parts): part_begin before feeding one, then
+ * part_end with its label (a new reference, stolen; NULL: error) or
+ * part_abort on failure. No-ops unless recording. */
+int part_begin(ds_hasher *h);
+int part_end(ds_hasher *h, PyObject *label);
+void part_abort(ds_hasher *h);
+
 /* Whether `name` is one of h->ignore's names. */
 int is_ignored_name(ds_hasher *h, PyObject *name);
 /* Feeds a direct input of the call (see direct_depth). */

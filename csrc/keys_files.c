@@ -184,13 +184,19 @@ feed_path_identity(ds_hasher *h, PyObject *o)
         ret = 0;                /* names no file: the text alone counts */
         goto done;
     }
-    if (S_ISDIR(st.st_mode)) {
-        ret = feed_directory(h, path);
+    if (part_begin(h) < 0)
         goto done;
+    if (S_ISDIR(st.st_mode)) {
+        if (feed_directory(h, path) < 0) {
+            part_abort(h);
+            goto done;
+        }
     }
-    Sink_u8(h->sink, KT_FILE);
-    feed_stat(h->sink, &st);
-    ret = 0;
+    else {
+        Sink_u8(h->sink, KT_FILE);
+        feed_stat(h->sink, &st);
+    }
+    ret = part_end(h, h->parts ? PyUnicode_FromFormat("file %U", text) : NULL);
 done:
     Py_DECREF(text);
     return ret;

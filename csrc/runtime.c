@@ -48,6 +48,7 @@ typedef struct {
     double wait_seconds;    /* longest wait for another process's result */
     int refresh_all;        /* DEVSTASH_REFRESH: recompute every marked value */
     int verbose;            /* call _event for every hit, miss and store */
+    const char *miss_why;   /* why the miss _run_call computes happened */
     long long hits, misses, stores;
     double saved;           /* compute seconds of the values stored this run */
 } RuntimeObject;
@@ -688,7 +689,8 @@ Runtime_call(RuntimeObject *self, PyObject *const *args, size_t nargsf, PyObject
         break;
     }
     self->misses++;
-    Runtime_event(self, "miss", site, why);
+    /* _run_call reports the miss: it can say which input changed. */
+    self->miss_why = why;
     value = Runtime_policy_call(self, "_run_call", site, key, func, call_args, call_nargs, kwnames);
     if (claimed)
         claims_release(self->claims_fd, key);
@@ -719,6 +721,42 @@ Runtime_key_call(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs, P
     return Runtime_key_object(Runtime_call_key(self, site, args[1], args + 2, nargs - 2, kwnames, key), key);
 }
 
+/* rt.key_parts(site, func, *args, **kwargs) -> list[(label, digest)]: the
+ * call's key split into its parts (see ds_hasher.parts), for miss reasons. */
+static PyObject *
+Runtime_key_parts(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t site;
+    if (Runtime_site(self, args, nargs, 2, -1, "key_parts(site, func, *args, **kwargs)", &site) < 0)
+        return NULL;
+    ds_hasher *h = keys_new();
+    if (h == NULL)
+        return NULL;
+    PyObject *parts = keys_record_parts(h);
+    if (parts != NULL && keys_update_call(h, args[1], args + 2, nargs - 2, kwnames,
+                                          &self->info[site].key) < 0)
+        Py_CLEAR(parts);
+    keys_free(h);
+    return parts;
+}
+
+/* rt.key_chain_parts(site, root, steps) -> list[(label, digest)] */
+static PyObject *
+Runtime_key_chain_parts(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t site;
+    if (Runtime_site(self, args, nargs, 3, 3, "key_chain_parts(site, root, steps)", &site) < 0)
+        return NULL;
+    ds_hasher *h = keys_new();
+    if (h == NULL)
+        return NULL;
+    PyObject *parts = keys_record_parts(h);
+    if (parts != NULL && keys_update_chain(h, args[1], args[2], &self->info[site].key) < 0)
+        Py_CLEAR(parts);
+    keys_free(h);
+    return parts;
+}
+
 /* rt.key_chain(site, root, steps) -> bytes | None */
 static PyObject *
 Runtime_key_chain(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -729,17 +767,7 @@ Runtime_key_chain(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs)
     ds_hasher *h = Runtime_key_begin(self, KEY_CHAIN, sizeof KEY_CHAIN);
     if (h == NULL)
         return NULL;
-    const ds_call_options *opts = &self->info[site].key;
-    int rc = keys_update_callee(h, args[1], opts->with_code);
-    if (rc == 0)
-        rc = keys_update_object(h, args[2]);
-    /* The files a chain's constructor is given: PyPDFLoader("r.pdf").load() */
-    PyObject *steps = args[2];
-    if (rc == 0 && opts->with_files && PyTuple_Check(steps) && PyTuple_GET_SIZE(steps) > 0) {
-        PyObject *first = PyTuple_GET_ITEM(steps, 0);
-        if (PyTuple_Check(first) && PyTuple_GET_SIZE(first) == 3)
-            rc = keys_update_paths(h, PyTuple_GET_ITEM(first, 1), PyTuple_GET_ITEM(first, 2));
-    }
+    int rc = keys_update_chain(h, args[1], args[2], &self->info[site].key);
     unsigned char key[DS_DIGEST_SIZE];
     return Runtime_key_object(Runtime_key_done(self, h, site, rc, key), key);
 }
@@ -779,8 +807,12 @@ Runtime_load_py(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t site;
     const unsigned char *key;
-    if (Runtime_site(self, args, nargs, 2, 2, "load(site, key)", &site) < 0 ||
+    if (Runtime_site(self, args, nargs, 2, 3, "load(site, key, quiet_miss=False)", &site) < 0 ||
         key_arg(args[1], &key) < 0)
+        return NULL;
+    /* quiet_miss: the caller reports the miss itself, with its reason. */
+    int quiet = nargs == 3 ? PyObject_IsTrue(args[2]) : 0;
+    if (quiet < 0)
         return NULL;
     PyObject *value;
     const char *why;
@@ -794,7 +826,8 @@ Runtime_load_py(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs)
         break;
     }
     self->misses++;
-    Runtime_event(self, "miss", site, why);
+    if (!quiet)
+        Runtime_event(self, "miss", site, why);
     return Py_BuildValue("(Os)", Py_False, why);
 }
 
@@ -937,12 +970,16 @@ static PyMethodDef Runtime_methods[] = {
      "call(site, func, *args, **kwargs): func(*args, **kwargs), cached."},
     {"key_call", (PyCFunction)(void (*)(void))Runtime_key_call, METH_FASTCALL | METH_KEYWORDS,
      "key_call(site, func, *args, **kwargs) -> bytes | None"},
+    {"key_parts", (PyCFunction)(void (*)(void))Runtime_key_parts, METH_FASTCALL | METH_KEYWORDS,
+     "key_parts(site, func, *args, **kwargs) -> list[tuple[str, bytes]]: the key's parts"},
+    {"key_chain_parts", (PyCFunction)(void (*)(void))Runtime_key_chain_parts, METH_FASTCALL,
+     "key_chain_parts(site, root, steps) -> list[tuple[str, bytes]]: the chain key's parts"},
     {"key_chain", (PyCFunction)(void (*)(void))Runtime_key_chain, METH_FASTCALL,
      "key_chain(site, root, steps) -> bytes | None"},
     {"key_expr", (PyCFunction)(void (*)(void))Runtime_key_expr, METH_FASTCALL,
      "key_expr(site, values) -> bytes | None"},
     {"load", (PyCFunction)(void (*)(void))Runtime_load_py, METH_FASTCALL,
-     "load(site, key) -> (True, value) | (False, reason)"},
+     "load(site, key, quiet_miss=False) -> (True, value) | (False, reason)"},
     {"save", (PyCFunction)(void (*)(void))Runtime_save_py, METH_FASTCALL,
      "save(site, key, value, seconds, callee=None) -> bool: whether it was stored"},
     {"set_extra", (PyCFunction)(void (*)(void))Runtime_set_extra, METH_FASTCALL,
@@ -961,6 +998,8 @@ static PyMemberDef Runtime_members[] = {
     {"verbose", T_INT, offsetof(RuntimeObject, verbose), 0, "report every hit, miss and store"},
     {"wait_seconds", T_DOUBLE, offsetof(RuntimeObject, wait_seconds), 0,
      "longest wait for another process computing the same key"},
+    {"miss_why", T_STRING, offsetof(RuntimeObject, miss_why), READONLY,
+     "why the last miss of call() happened (for _run_call)"},
     {"hits", T_LONGLONG, offsetof(RuntimeObject, hits), READONLY, "values loaded this run"},
     {"misses", T_LONGLONG, offsetof(RuntimeObject, misses), READONLY, "values computed this run"},
     {"stores", T_LONGLONG, offsetof(RuntimeObject, stores), READONLY, "values stored this run"},

@@ -67,6 +67,11 @@ def open_store():
 
 def _at_exit() -> None:
     """Writes the hit counts, then says in one line what the cache did."""
+    for rt in _runtimes:
+        try:
+            rt._write_parts()
+        except Exception:  # noqa: BLE001 - only later miss explanations depend on it
+            pass
     for store in _stores.values():
         if store is None:
             continue
@@ -199,6 +204,8 @@ class Runtime(_core.Runtime):
                 warn(f"DEVSTASH_WAIT: {exc}; waiting up to {self.wait_seconds:.0f} s")
         self._warned = set()
         self._sites_seen = None
+        self._old_parts = {}
+        self._new_parts = {}
         _runtimes.append(self)
 
     def _where(self, site) -> str:
@@ -264,10 +271,65 @@ class Runtime(_core.Runtime):
     # -- the parts of rt.call() that run in Python (see runtime.c)
     def _run_call(self, site, key, func, args, kwargs):
         """A miss: computes func(*args, **kwargs) and stores the value."""
+        parts = self._key_parts(site, func, args, kwargs)
+        if self.verbose:
+            _logger().info("devstash: miss %s (%s)", self._where(site),
+                           self._miss_reason(site, parts, self.miss_why))
         start = time.perf_counter()
         value = func(*args, **kwargs) if kwargs else func(*args)
-        self.save(site, key, value, time.perf_counter() - start, func)
+        if self.save(site, key, value, time.perf_counter() - start, func) and parts is not None:
+            self._new_parts[site] = parts
         return value
+
+    # -- miss reasons: which part of the key changed
+    def _key_parts(self, site, func, args, kwargs):
+        """The key's parts before the call runs (it may change them)."""
+        try:
+            return self.key_parts(site, func, *args, **(kwargs or {}))
+        except Exception:  # noqa: BLE001 - only the explanation of a miss depends on it
+            return None
+
+    def _parts_key(self, site) -> bytes:
+        return _core.hash_value(("site-parts", self.filename, self.sites[site][0]))
+
+    def _stored_parts(self, site):
+        """The parts of the last value stored at the site, or None."""
+        if site not in self._old_parts:
+            old = None
+            try:
+                data = self.store.get_code(self._parts_key(site)) if self.store else None
+                old = dict(marshal.loads(data)) if data else None
+            except Exception:  # noqa: BLE001 - a missing record means no explanation
+                pass
+            self._old_parts[site] = old
+        return self._old_parts[site]
+
+    def _miss_reason(self, site, parts, why) -> str:
+        """`why` made exact: "file data.csv changed", "global THRESH changed",
+        "code of Model.score changed", "argument 2 changed"."""
+        why = why or "new arguments"
+        if why != "new arguments" or parts is None:
+            return why
+        old = self._stored_parts(site)
+        if old is None:
+            return why
+        new = dict(parts)
+        changed = [label for label, digest in parts if label in old and old[label] != digest]
+        # A file or an attribute says more than the argument that holds it.
+        specific = [label for label in changed if not label.startswith(("argument ", "keyword argument "))
+                    and (not label.startswith("receiver ") or ": attribute " in label)]
+        said = [f"{label} changed" for label in (specific or changed)]
+        said += [f"{label} is new" for label, _ in parts if label not in old]
+        said += [f"{label} is gone" for label in old if label not in new]
+        return ", ".join(said[:3]) if said else why
+
+    def _write_parts(self) -> None:
+        """At exit: the parts of each site's last stored value, in one go."""
+        if not self._new_parts or self.store is None:
+            return
+        for site, parts in self._new_parts.items():
+            self.store.put_code(self._parts_key(site), marshal.dumps(parts))
+        self._new_parts.clear()
 
     def _restore(self, site, record, func, args, kwargs):
         """A hit whose value is a record of effects (effects_type)."""
@@ -287,11 +349,23 @@ class Runtime(_core.Runtime):
 
     def chain(self, site, root, steps):
         key = self.key_chain(site, root, steps)
-        if key is not None:
-            hit, value = self.load(site, key)
-            if hit:
-                return value
-        return self._compute(site, key, lambda: run_chain(root, steps), root)
+        if key is None:
+            return run_chain(root, steps)
+        hit, value = self.load(site, key, True)   # the miss is reported below
+        if hit:
+            return value
+        try:
+            parts = self.key_chain_parts(site, root, steps)
+        except Exception:  # noqa: BLE001 - only the explanation of a miss depends on it
+            parts = None
+        if self.verbose:
+            _logger().info("devstash: miss %s (%s)", self._where(site),
+                           self._miss_reason(site, parts, value))
+        start = time.perf_counter()
+        value = run_chain(root, steps)
+        if self.save(site, key, value, time.perf_counter() - start, root) and parts is not None:
+            self._new_parts[site] = parts
+        return value
 
     def expr(self, site, thunk, values):
         """A plain expression: `values` are the names it reads, which the

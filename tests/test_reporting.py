@@ -74,5 +74,5 @@ def test_log_says_when_a_miss_follows_a_code_change(scripts):
     scripts.write("script.py", SCRIPT.replace("x * 3", "x * 4"))
     edited = scripts.run(env={"DEVSTASH_LOG": "info"})
     line = line_of(path, "a = slow(1)")
-    assert f"devstash: miss script.py:{line}: a = slow(1) (new arguments or changed code)" in edited.stderr
+    assert f"devstash: miss script.py:{line}: a = slow(1) (code of slow changed)" in edited.stderr
     assert edited.stdout.splitlines()[-1] == "4 8"

@@ -306,3 +306,46 @@ print(json.dumps(out))
         trees = [eval(t) for t in texts]  # noqa: S307 - our own generated literals
         assert all(t == trees[0] for t in trees), key
     assert len(by_key) > 50
+
+
+def test_a_miss_says_which_input_changed(scripts):
+    (scripts.folder / "data.csv").write_text("1\n2\n")
+    body = """
+THRESH = {thresh}
+class Model:
+    def __init__(self, k):
+        self.k = k
+    def score(self, x):
+        return self.k * x{edit}
+class Client:
+    def __init__(self, count):
+        self._count = count
+        self.url = "http://example"
+    def get(self, path):
+        return path
+def count_above(path, scale):
+    return sum(int(l) * scale > THRESH for l in open(path))
+n = count_above("data.csv", {scale})  # @devstash
+s = Model(2).score(3)  # @devstash
+client = Client({count})
+c = client.get("/x")  # @devstash
+m = Model({count}).score(3)  # @devstash
+print(n, s, c)
+"""
+    def run(**kw):
+        opts = dict(thresh=1, edit="", scale=1, count=0)
+        opts.update(kw)
+        scripts.write("script.py", HEADER + body.format(**opts))
+        return scripts.run(env={"DEVSTASH_LOG": "info"}).stderr
+
+    run()
+    assert "miss" not in run()
+    (scripts.folder / "data.csv").write_text("1\n2\n3\n")
+    assert "(file data.csv changed)" in run()
+    assert "(global THRESH changed)" in run(thresh=2)
+    assert "(argument 2 changed)" in run(thresh=2, scale=5)
+    log = run(thresh=2, scale=5, edit=" + 1")
+    assert "(code of Model.score changed)" in log
+    log = run(thresh=2, scale=5, edit=" + 1", count=1)
+    assert "(receiver Client: attribute _count changed)" in log
+    assert "(arguments of Model() changed)" in log
