@@ -722,6 +722,126 @@ error:
     return ret;
 }
 
+/* ---------------------------------------------------------- type traits */
+
+/* What the key needs to know of a type beyond its name, found once per
+ * type: whether it is infrastructure (below), and the names of its
+ * functools.cached_property attributes. */
+typedef struct {
+    int infrastructure;
+    PyObject *cached;           /* tuple of str (borrowed from the cache) */
+} type_traits;
+
+static PyObject *traits_cache = NULL;       /* type -> (bool, tuple of str) */
+#define TRAITS_CACHE_MAX 4096
+
+/* Classes whose instances hold connections, threads or a client's
+ * lifecycle, never an input: nested inside an argument (the httpx client
+ * inside an openai client) they are keyed by their type, and so are their
+ * subclasses. Given directly to a call they are keyed in full as any value. */
+static const char *const infrastructure_types[] = {
+    "httpx.Client", "httpx.AsyncClient", "httpx._client.Client", "httpx._client.AsyncClient",
+    "httpx2.Client", "httpx2.AsyncClient",
+    "requests.adapters.HTTPAdapter", "urllib3.poolmanager.PoolManager",
+    "urllib3.connectionpool.HTTPConnectionPool", "urllib3.connectionpool.HTTPSConnectionPool",
+    "aiohttp.client.ClientSession", "aiohttp.connector.TCPConnector",
+    "threading.Thread", "concurrent.futures.thread.ThreadPoolExecutor",
+    "concurrent.futures.process.ProcessPoolExecutor", NULL,
+};
+
+static PyObject *
+traits_compute(PyTypeObject *t)
+{
+    static PyObject *cached_property_type = NULL;
+    PyObject *names = NULL, *res = NULL;
+    int infra = 0;
+    PyObject *mro = t->tp_mro;
+    for (Py_ssize_t i = 0; mro != NULL && i < PyTuple_GET_SIZE(mro) && !infra; i++) {
+        PyObject *name = type_full_name((PyTypeObject *)PyTuple_GET_ITEM(mro, i));
+        if (name == NULL)
+            return NULL;
+        for (int j = 0; infrastructure_types[j] != NULL && !infra; j++)
+            infra = PyUnicode_CompareWithASCIIString(name, infrastructure_types[j]) == 0;
+        Py_DECREF(name);
+    }
+    if (cached_property_type == NULL) {
+        PyObject *functools = PyImport_ImportModule("functools");
+        if (functools == NULL)
+            goto error;
+        cached_property_type = PyObject_GetAttrString(functools, "cached_property");
+        Py_DECREF(functools);
+        if (cached_property_type == NULL)
+            goto error;
+    }
+    if ((names = PyList_New(0)) == NULL)
+        goto error;
+    for (Py_ssize_t i = 0; mro != NULL && i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (!(base->tp_flags & Py_TPFLAGS_HEAPTYPE) || base->tp_dict == NULL)
+            continue;
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(base->tp_dict, &pos, &k, &v)) {
+            if ((PyObject *)Py_TYPE(v) == cached_property_type && PyList_Append(names, k) < 0)
+                goto error;
+        }
+    }
+    res = Py_BuildValue("(ON)", infra ? Py_True : Py_False, PyList_AsTuple(names));
+error:
+    Py_XDECREF(names);
+    return res;
+}
+
+static int
+get_type_traits(PyTypeObject *t, type_traits *out)
+{
+    if (traits_cache == NULL && (traits_cache = PyDict_New()) == NULL)
+        return -1;
+    PyObject *tr = PyDict_GetItemWithError(traits_cache, (PyObject *)t);
+    if (tr == NULL) {
+        if (PyErr_Occurred() || (tr = traits_compute(t)) == NULL)
+            return -1;
+        if (PyDict_GET_SIZE(traits_cache) >= TRAITS_CACHE_MAX)
+            PyDict_Clear(traits_cache);
+        int r = PyDict_SetItem(traits_cache, (PyObject *)t, tr);
+        Py_DECREF(tr);          /* the cache holds it */
+        if (r < 0)
+            return -1;
+    }
+    out->infrastructure = PyTuple_GET_ITEM(tr, 0) == Py_True;
+    out->cached = PyTuple_GET_ITEM(tr, 1);
+    return 0;
+}
+
+/* An object's __dict__-like state, less what functools.cached_property
+ * computed from the rest: whether `client.chat` was touched yet is no
+ * input. */
+static int
+feed_state_dict(ds_hasher *h, PyObject *o, PyObject *state)
+{
+    type_traits tr;
+    if (get_type_traits(Py_TYPE(o), &tr) < 0)
+        return -1;
+    Py_ssize_t n = PyTuple_GET_SIZE(tr.cached);
+    if (n == 0)
+        return feed_dict(h, state, 0);
+    PyObject *copy = PyDict_Copy(state);
+    if (copy == NULL)
+        return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyDict_DelItem(copy, PyTuple_GET_ITEM(tr.cached, i)) < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
+                Py_DECREF(copy);
+                return -1;
+            }
+            PyErr_Clear();
+        }
+    }
+    int r = feed_dict(h, copy, 0);
+    Py_DECREF(copy);
+    return r;
+}
+
 /* (callable, args[, state[, listitems[, dictitems[, state_setter]]]]) */
 static int
 feed_reduce_tuple(ds_hasher *h, PyObject *o, PyObject *r)
@@ -755,7 +875,7 @@ feed_reduce_tuple(ds_hasher *h, PyObject *o, PyObject *r)
     if (n > 2) {
         /* The state is part of this object's level, not one of its own. */
         PyObject *state = PyTuple_GET_ITEM(r, 2);
-        int rc = PyDict_CheckExact(state) ? feed_dict(h, state, 0) : feed_object(h, state);
+        int rc = PyDict_CheckExact(state) ? feed_state_dict(h, o, state) : feed_object(h, state);
         if (rc < 0)
             return -1;
     }
@@ -770,16 +890,39 @@ feed_reduce_tuple(ds_hasher *h, PyObject *o, PyObject *r)
     return 0;
 }
 
+/* 1 if `o` is an I/O stream (an io.IOBase: sys.stderr held by a thread or
+ * a log handler), which is iterable over lines but is infrastructure when
+ * nested in an object's state; 0 if not, -1 on error. */
+static int
+is_stream(PyObject *o)
+{
+    static PyObject *io_base = NULL;
+    if (io_base == NULL) {
+        PyObject *io = PyImport_ImportModule("io");
+        if (io == NULL)
+            return -1;
+        io_base = PyObject_GetAttrString(io, "IOBase");
+        Py_DECREF(io);
+        if (io_base == NULL)
+            return -1;
+    }
+    return PyObject_IsInstance(o, io_base);
+}
+
 /* A value pickle refuses. An iterator (a generator, a file being read)
  * cannot be keyed by content without consuming it, and a direct input
  * keyed by its type alone would return one input's value for another: both
  * make the call uncacheable (ValueError). Nested inside an object's state
- * (a lock or a connection pool inside a client) it carries no input and is
- * keyed by its type. */
+ * a lock, a connection pool or an I/O stream (sys.stderr inside a thread)
+ * carries no input and is keyed by its type; a nested generator is still
+ * data the call would read. */
 static int
 feed_opaque(ds_hasher *h, PyObject *o)
 {
-    if (PyIter_Check(o)) {
+    int stream = PyIter_Check(o) ? is_stream(o) : 0;
+    if (stream < 0)
+        return -1;
+    if (PyIter_Check(o) && (!stream || h->depth == h->direct_depth)) {
         PyErr_Format(PyExc_ValueError,
                      "a %.100s is an iterator: keying it would consume it", Py_TYPE(o)->tp_name);
         return -1;
@@ -802,6 +945,13 @@ feed_reduce(ds_hasher *h, PyObject *o)
     PyObject *r = NULL;
     if (feed_backref(h, o))
         return 0;
+    if (h->depth != h->direct_depth) {
+        type_traits tr;
+        if (get_type_traits(Py_TYPE(o), &tr) < 0)
+            return -1;
+        if (tr.infrastructure)
+            return feed_type(h, Py_TYPE(o));
+    }
     /* Like pickle: a reducer registered with copyreg.pickle() (re.Pattern,
      * union types) comes first. */
     if (dispatch_table == NULL) {

@@ -440,6 +440,38 @@ def test_unhashable_values_nested_in_arguments_keyed_by_type(tmp_path):
         sock.close()
 
 
+def test_cached_properties_and_nested_infrastructure_are_no_input():
+    """What an object computed from its own state (a functools.cached_property)
+    and the connection machinery inside a client do not change its key; its
+    configuration does."""
+    class Pool:
+        def __init__(self):
+            self.opened = False
+
+    class Thread(threading.Thread):
+        pass
+
+    class Client:
+        def __init__(self, url):
+            self.url = url
+            self.worker = Thread()
+
+        @functools.cached_property
+        def chat(self):
+            return ("chat", self.url)
+
+    a, b = Client("u"), Client("u")
+    b.chat
+    assert hv(a) == hv(b) != hv(Client("v"))
+    b.worker.name = "renamed"                   # a Thread nested in a client: infrastructure
+    assert hv(a) == hv(b)
+    def use(t):
+        return t.name
+
+    # Given directly to a call, it is an input like any other.
+    assert hc(use, Thread(name="a")) != hc(use, Thread(name="b"))
+
+
 def test_direct_arguments_keyed_by_type_only_are_not_keyed(tmp_path):
     """A type-only key is never used for data a call reads: a direct
     argument that pickle refuses makes the call uncacheable, naming it."""

@@ -252,6 +252,11 @@ client = OpenAI(base_url=os.environ["BASE_URL"], api_key="test", max_retries=0)
 msgs = [{"role": "user", "content": sys.argv[1]}]
 summary = client.chat.completions.create(model="m", messages=msgs)  # @devstash ttl=1d
 print(summary.choices[0].message.content)
+# A second call on the same client, after it has opened its connection pool,
+# and a comprehension of calls: the client's lifecycle is no input.
+again = client.chat.completions.create(model="m", messages=msgs + msgs)  # @devstash
+outs = [client.chat.completions.create(model="m", messages=[{"role": "user", "content": w}]) for w in "ab"]  # @devstash
+print(again.choices[0].message.content, [o.choices[0].message.content for o in outs])
 async def main():
     aclient = AsyncOpenAI(base_url=os.environ["BASE_URL"], api_key="test", max_retries=0)
     r = await aclient.chat.completions.create(model="m", messages=msgs)  # @devstash
@@ -259,16 +264,18 @@ async def main():
 asyncio.run(main())
 """)
     env = {"BASE_URL": fake_openai}
+    expected = ["echo: hello", "echo: hello ['echo: a', 'echo: b']", "echo: hello"]
     first = scripts.run("script.py", "hello", env=env)
-    assert first.stdout.splitlines() == ["echo: hello", "echo: hello"]
-    assert _FakeOpenAI.requests == 2
+    assert first.stdout.splitlines() == expected
+    assert _FakeOpenAI.requests == 5
     assert "cannot key" not in first.stderr and "uncached" not in first.stderr
-    second = scripts.run("script.py", "hello", env=env)
-    assert second.stdout.splitlines() == ["echo: hello", "echo: hello"]
-    assert _FakeOpenAI.requests == 2                       # nothing asked again
+    for _ in range(2):
+        again = scripts.run("script.py", "hello", env=env)
+        assert again.stdout.splitlines() == expected
+        assert _FakeOpenAI.requests == 5                   # nothing asked again
     third = scripts.run("script.py", "bye", env=env)
-    assert third.stdout.splitlines() == ["echo: bye", "echo: bye"]
-    assert _FakeOpenAI.requests == 4
+    assert third.stdout.splitlines()[0] == "echo: bye"
+    assert _FakeOpenAI.requests == 8                       # the two calls with new messages, async too
 
 
 def test_random_argument_trees_key_equal_iff_equal_across_hash_seeds(scripts):
