@@ -11,12 +11,41 @@
  *   @devstash.chain(SITE, F, STEPS)        E is F(..).attr(..)[i]...: STEPS
  *                                          holds every call's arguments, so
  *                                          on a hit none of the chain runs
- *   @devstash.expr(SITE, lambda: E, lambda: (n1, n2, ...))
- *                                          any other expression, keyed by the
- *                                          values of the names it reads
+ *   @devstash.expr(SITE, lambda n1, n2, ...: E, (n1, n2, ...))
+ *                                          any other expression, keyed by its
+ *                                          text and the values of the names
+ *                                          it reads
  *   await @devstash.acall(...) / achain(...)   for `await E`
+ *
+ * Effects. When the statement is a call statement whose call is an effect,
+ * print(...) or x.m(...) with m one of the built-in containers' mutators
+ * (list append, extend, insert; dict update, setdefault; set add, update,
+ * discard; deque append, appendleft, extend, extendleft), caching the call
+ * would skip the print or the append on a hit. So the effect stays as it
+ * is and runs every time, and what is cached is each part of its arguments
+ * that holds a call (lambda bodies aside), rewritten as above at a site of
+ * its own:
+ *   every positional and keyword argument,      r.append(fetch(x)),
+ *                                               print(a, sep=s())
+ *   what a * or ** argument unpacks,            print(*rows(), **opts())
+ *   every {field} of an f-string argument       print(f"{slow(2)} {g(1) + 1}")
+ * The rule reads the text only: whatever r turns out to be, caching the
+ * arguments and running the call is correct. A generator expression the
+ * call consumes (any positional argument of extend, extendleft, update) or
+ * unpacks (*) is cached as the list of its items; one it keeps (print(g),
+ * r.append(g)) is cached as a generator, which cannot be stored: it runs
+ * every time, with a warning. An effect none of whose arguments calls
+ * anything is cached whole, as any call; an effect whose value is assigned
+ * (`n = r.append(fetch(x))`) too.
+ *
  * SITE indexes the `sites` tuple returned beside the code: one tuple
- * (line, column, ttl, flags, kind, label, ignore) per marker. */
+ * (line, column, ttl, flags, kind, label, ignore) per cached value, in the
+ * order the markers come (one site per marker, one per cached part of an
+ * effect). A marker's sites all hold its line, column, ttl, flags and
+ * ignore; kind is the method called ("call", "chain", "expr", "acall",
+ * "achain") and label the source text of what is cached: the statement, or
+ * the effect's argument (warnings quote it; a plain expression's key holds
+ * it). */
 #include "rewrite.h"
 #include "options.h"
 #include "outline.h"
@@ -33,6 +62,7 @@ static struct {
     PyObject *Name, *Constant, *Tuple, *Dict, *Lambda, *arguments, *arg;
     PyObject *Load, *Store, *keyword, *comprehension;
     PyObject *Yield, *YieldFrom, *NamedExpr;
+    PyObject *JoinedStr, *FormattedValue, *GeneratorExp, *ListComp;
     PyObject *Module, *AST;
     PyObject *compile;          /* builtins.compile */
     PyObject *empty_tuple;
@@ -60,6 +90,7 @@ rewrite_ready(void)
     LOAD(Name) LOAD(Constant) LOAD(Tuple) LOAD(Dict) LOAD(Lambda) LOAD(arguments)
     LOAD(Load) LOAD(Store) LOAD(keyword) LOAD(comprehension) LOAD(arg)
     LOAD(Yield) LOAD(YieldFrom) LOAD(NamedExpr)
+    LOAD(JoinedStr) LOAD(FormattedValue) LOAD(GeneratorExp) LOAD(ListComp)
     LOAD(Module) LOAD(AST)
 #undef LOAD
     /* TryStar exists from 3.11 on. */
@@ -804,24 +835,20 @@ done:
     return result;
 }
 
-/* Rewrites the value of statement `stmt` for marker m (site index `site`). */
+/* Rewrites `value`, an expression whose value marker m caches, into its
+ * cached form (*out, a new reference) and records its site: the next index
+ * of rw->sites, labelled with the source text of label_node. 0, or -1 with
+ * an exception (MarkerError for what cannot be cached). */
 static int
-rewrite_statement(rewriter *rw, const marker *m, long site)
+rewrite_value(rewriter *rw, const marker *m, PyObject *value, PyObject *label_node,
+              PyObject **out)
 {
-    PyObject *stmt = m->target;
-    PyObject *value = PyObject_GetAttrString(stmt, "value");
-    PyObject *expr = NULL, *path = NULL, *new_value = NULL, *label = NULL, *names = NULL;
-    PyObject *loads = NULL, *stores = NULL, *site_tuple = NULL;
+    long site = (long)PyList_GET_SIZE(rw->sites);
+    PyObject *expr = Py_NewRef(value), *path = NULL, *new_value = NULL, *label = NULL;
+    PyObject *names = NULL, *loads = NULL, *stores = NULL, *site_tuple = NULL;
     const char *kind = NULL;
     int awaited = 0, rc = -1;
-    if (value == NULL)
-        return -1;
-    if (value == Py_None) {
-        marker_error(rw->filename, rw->src, rw->len, m,
-                     "this marker applies to a statement without a value to cache");
-        goto done;
-    }
-    expr = Py_NewRef(value);
+    *out = NULL;
     if (is_a(expr, T.Await)) {
         awaited = 1;
         Py_SETREF(expr, PyObject_GetAttrString(expr, "value"));
@@ -878,20 +905,20 @@ rewrite_statement(rewriter *rw, const marker *m, long site)
             goto done;
         Py_SETREF(new_value, aw);
     }
-    if (PyObject_SetAttrString(stmt, "value", new_value) < 0)
-        goto done;
 
-    /* The label names what the value is: the statement's text for a plain
-     * expression (its key), "module-independent" for calls (keyed by callee). */
-    if ((label = segment(rw, stmt)) == NULL)
+    /* The label names what the value is: the statement's text, or the
+     * argument's for a call inside an effect. A plain expression's key
+     * holds it; warnings quote its first line. */
+    if ((label = segment(rw, label_node)) == NULL)
         goto done;
     site_tuple = Py_BuildValue("(nndisON)", m->line, m->col, m->options.ttl, m->options.flags,
                                kind, label, options_ignore_tuple(&m->options));
     if (site_tuple == NULL || PyList_Append(rw->sites, site_tuple) < 0)
         goto done;
+    *out = new_value;
+    new_value = NULL;
     rc = 0;
 done:
-    Py_XDECREF(value);
     Py_XDECREF(expr);
     Py_XDECREF(path);
     Py_XDECREF(new_value);
@@ -900,6 +927,228 @@ done:
     Py_XDECREF(loads);
     Py_XDECREF(stores);
     Py_XDECREF(site_tuple);
+    return rc;
+}
+
+/* ---- effects: print(...) and the built-in containers' mutators ----------- */
+
+/* An effect's method names: list append, extend, insert; dict update,
+ * setdefault; set add, update, discard; deque append, appendleft, extend,
+ * extendleft. The first three consume each positional argument as an
+ * iterable. */
+static const char *const effect_methods[] = {
+    "extend", "extendleft", "update",
+    "append", "appendleft", "insert", "setdefault", "add", "discard",
+};
+#define CONSUMING_METHODS 3
+
+enum { EFFECT = 1, EFFECT_CONSUMES = 2 };
+
+/* Whether `call` is an effect: print(...) or x.<mutator>(...), by its text
+ * only (whatever the callee turns out to be, caching the calls in its
+ * arguments and running it is correct). EFFECT, EFFECT | EFFECT_CONSUMES,
+ * 0 (no effect), or -1 with an exception. */
+static int
+effect_kind(PyObject *call)
+{
+    PyObject *func = PyObject_GetAttrString(call, "func"), *id = NULL;
+    int kind = -1;
+    if (func == NULL)
+        return -1;
+    int is_name = is_a(func, T.Name);
+    if (!is_name && !is_a(func, T.Attribute)) {
+        kind = 0;
+        goto done;
+    }
+    if ((id = PyObject_GetAttrString(func, is_name ? "id" : "attr")) == NULL)
+        goto done;
+    kind = 0;
+    if (!PyUnicode_Check(id))
+        goto done;
+    if (is_name) {
+        kind = PyUnicode_CompareWithASCIIString(id, "print") == 0 ? EFFECT : 0;
+        goto done;
+    }
+    for (size_t i = 0; i < sizeof effect_methods / sizeof effect_methods[0]; i++)
+        if (PyUnicode_CompareWithASCIIString(id, effect_methods[i]) == 0) {
+            kind = EFFECT | (i < CONSUMING_METHODS ? EFFECT_CONSUMES : 0);
+            break;
+        }
+done:
+    Py_DECREF(func);
+    Py_XDECREF(id);
+    return kind;
+}
+
+/* Whether node holds a call that runs where it stands: lambda bodies do
+ * not count (they run when called, if ever). 1, 0, or -1 with an exception. */
+static int
+has_call(PyObject *node)
+{
+    if (PyList_Check(node)) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(node); i++) {
+            int r = has_call(PyList_GET_ITEM(node, i));
+            if (r != 0)
+                return r;
+        }
+        return 0;
+    }
+    if (!PyObject_TypeCheck(node, (PyTypeObject *)T.AST) || is_a(node, T.Lambda))
+        return 0;
+    if (is_a(node, T.Call))
+        return 1;
+    PyObject *fields = PyObject_GetAttrString((PyObject *)Py_TYPE(node), "_fields");
+    if (fields == NULL)
+        return -1;
+    int rc = 0;
+    for (Py_ssize_t i = 0; rc == 0 && i < PyTuple_GET_SIZE(fields); i++) {
+        PyObject *child = PyObject_GetAttr(node, PyTuple_GET_ITEM(fields, i));
+        if (child == NULL) {
+            PyErr_Clear();   /* an optional field left unset */
+            continue;
+        }
+        rc = has_call(child);
+        Py_DECREF(child);
+    }
+    Py_DECREF(fields);
+    return rc;
+}
+
+/* [E for ...] from the generator expression (E for ...), at its place. */
+static PyObject *
+generator_as_list(PyObject *gen)
+{
+    PyObject *elt = PyObject_GetAttrString(gen, "elt");
+    PyObject *generators = PyObject_GetAttrString(gen, "generators");
+    PyObject *result = NULL;
+    if (elt != NULL && generators != NULL)
+        result = node_new(T.ListComp, gen, "elt", elt, "generators", generators, NULL);
+    Py_XDECREF(elt);
+    Py_XDECREF(generators);
+    return result;
+}
+
+static int cache_field(rewriter *rw, const marker *m, PyObject *node, const char *field, int eager);
+
+/* The cached form of an effect's argument `arg`, a new reference: arg
+ * itself when nothing in it calls anything. A starred argument caches what
+ * it unpacks; an f-string each replacement field that calls something;
+ * anything else that holds a call is cached whole, as a marked statement's
+ * value is. eager: the effect consumes arg as an iterable there (or it is
+ * unpacked), so a generator expression is cached as the list of its items;
+ * elsewhere its value, a generator, cannot be stored and runs every time. */
+static PyObject *
+effect_argument(rewriter *rw, const marker *m, PyObject *arg, int eager)
+{
+    if (is_a(arg, T.Starred))
+        return cache_field(rw, m, arg, "value", 1) < 0 ? NULL : Py_NewRef(arg);
+    if (is_a(arg, T.JoinedStr)) {
+        PyObject *values = PyObject_GetAttrString(arg, "values");
+        if (values == NULL)
+            return NULL;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(values); i++) {
+            PyObject *part = PyList_GET_ITEM(values, i);
+            if (is_a(part, T.FormattedValue) && cache_field(rw, m, part, "value", 0) < 0) {
+                Py_DECREF(values);
+                return NULL;
+            }
+        }
+        Py_DECREF(values);
+        return Py_NewRef(arg);
+    }
+    int calls = has_call(arg);
+    if (calls <= 0)
+        return calls < 0 ? NULL : Py_NewRef(arg);
+    PyObject *value = eager && is_a(arg, T.GeneratorExp) ? generator_as_list(arg) : Py_NewRef(arg);
+    if (value == NULL)
+        return NULL;
+    PyObject *cached;
+    int rc = rewrite_value(rw, m, value, arg, &cached);
+    Py_DECREF(value);
+    return rc < 0 ? NULL : cached;
+}
+
+/* Replaces node.<field> by its cached form (effect_argument). 0, or -1
+ * with an exception. */
+static int
+cache_field(rewriter *rw, const marker *m, PyObject *node, const char *field, int eager)
+{
+    PyObject *value = PyObject_GetAttrString(node, field);
+    if (value == NULL)
+        return -1;
+    PyObject *cached = effect_argument(rw, m, value, eager);
+    Py_DECREF(value);
+    if (cached == NULL)
+        return -1;
+    int rc = PyObject_SetAttrString(node, field, cached);
+    Py_DECREF(cached);
+    return rc;
+}
+
+/* A call statement whose call is an effect keeps the effect and caches the
+ * calls in its arguments instead, each at a site of its own, so a hit still
+ * prints or appends. 1 when it did, 0 when the call is no effect or none of
+ * its arguments calls anything (the whole call is then cached, untouched so
+ * far), -1 with an exception. */
+static int
+rewrite_effect(rewriter *rw, const marker *m, PyObject *call)
+{
+    int kind = effect_kind(call);
+    if (kind <= 0)
+        return kind;
+    Py_ssize_t before = PyList_GET_SIZE(rw->sites);
+    PyObject *args = PyObject_GetAttrString(call, "args");
+    PyObject *keywords = PyObject_GetAttrString(call, "keywords");
+    int rc = -1;
+    if (args == NULL || keywords == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args); i++) {
+        PyObject *cached = effect_argument(rw, m, PyList_GET_ITEM(args, i), (kind & EFFECT_CONSUMES) != 0);
+        if (cached == NULL || PyList_SetItem(args, i, cached) < 0)
+            goto done;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keywords); i++)
+        if (cache_field(rw, m, PyList_GET_ITEM(keywords, i), "value", 0) < 0)
+            goto done;
+    rc = PyList_GET_SIZE(rw->sites) > before;
+done:
+    Py_XDECREF(args);
+    Py_XDECREF(keywords);
+    return rc;
+}
+
+/* ---- marked statements ---------------------------------------------------- */
+
+/* Rewrites the value of the statement marker m applies to. */
+static int
+rewrite_statement(rewriter *rw, const marker *m)
+{
+    PyObject *stmt = m->target;
+    PyObject *value = PyObject_GetAttrString(stmt, "value");
+    PyObject *new_value = NULL;
+    int rc = -1;
+    if (value == NULL)
+        return -1;
+    if (value == Py_None) {
+        marker_error(rw->filename, rw->src, rw->len, m,
+                     "this marker applies to a statement without a value to cache");
+        goto done;
+    }
+    if (is_a(stmt, T.Expr) && is_a(value, T.Call)) {
+        int effect = rewrite_effect(rw, m, value);
+        if (effect != 0) {
+            rc = effect < 0 ? -1 : 0;
+            goto done;
+        }
+    }
+    if (rewrite_value(rw, m, value, stmt, &new_value) < 0)
+        goto done;
+    if (PyObject_SetAttrString(stmt, "value", new_value) < 0)
+        goto done;
+    rc = 0;
+done:
+    Py_DECREF(value);
+    Py_XDECREF(new_value);
     return rc;
 }
 
@@ -1177,7 +1426,7 @@ rewrite_text(PyObject *filename, const char *src, Py_ssize_t len, long resume_li
         m->target = target->node;
     }
     for (Py_ssize_t i = 0; i < markers.n; i++)
-        if (rewrite_statement(&rw, &markers.items[i], (long)i) < 0)
+        if (rewrite_statement(&rw, &markers.items[i]) < 0)
             goto done;
     if (resume_line > 0) {
         PyObject *rest = resume_body(&rw, body, resume_line, &markers);

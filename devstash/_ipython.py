@@ -86,7 +86,7 @@ class _Cells:
         for node in ast.walk(new):
             if isinstance(node, ast.Name) and node.id == _core.RUNTIME_NAME:
                 node.id = name
-        self.runtimes[name] = len(sites)
+        self.runtimes[name] = _runtime.marked_lines(sites)
         self.bound.append(name)
         return new
 

@@ -98,10 +98,16 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
+def marked_lines(sites) -> int:
+    """How many markers the sites come from: a marked print or append
+    caches each call in its arguments at a site of its own (rewrite.c)."""
+    return len({(site[0], site[1]) for site in sites})
+
+
 def announce(sites, path: str) -> None:
     """The one line that says devstash is active (DEVSTASH_QUIET=1: none)."""
     if not _env_flag("DEVSTASH_QUIET"):
-        n = len(sites)
+        n = marked_lines(sites)
         sys.stderr.write(f"devstash: caching {n} marked line{'s' * (n != 1)} of "
                          f"{os.path.basename(path)} (cache: {cache_dir()})\n")
 

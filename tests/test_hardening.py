@@ -130,6 +130,12 @@ REWRITE_SOURCES = [
     (b"x = f(  # @devstash\n", 0),                       # SyntaxError
     (b"class C:\n    k = compute()  # @devstash\n", 0),
     (b"y = (yield)  # @devstash\n", 0),                  # MarkerError: yield
+    (b"for x in v:\n    r.append(fetch(x))  # @devstash\n"  # effects: their arguments cached
+     b"print(f'{a} {slow(2)!r:>{w()}} {g(1) + 1}', *rows(), sep=s(), **o())  # @devstash\n"
+     b"r.extend(f(i) for i in v)  # @devstash\nd.setdefault(k, get(u).json()['x'])  # @devstash\n"
+     b"async def k():\n    r.add(await fetch(1))  # @devstash\n"
+     b"squares = [x * x for x in v]  # @devstash\nr.append(x)  # @devstash\n", 0),
+    (b"r.append(slow(1), (y := f(2)))  # @devstash\n", 0),   # MarkerError: := in an effect's argument
 ]
 
 
