@@ -11,10 +11,12 @@
  *   @devstash.chain(SITE, F, STEPS)        E is F(..).attr(..)[i]...: STEPS
  *                                          holds every call's arguments, so
  *                                          on a hit none of the chain runs
- *   @devstash.expr(SITE, lambda n1, n2, ...: E, (n1, n2, ...))
+ *   @devstash.expr(SITE, lambda n1, n2, ...: E, (n1, n2, ...)[, NAME])
  *                                          any other expression, keyed by its
  *                                          text and the values of the names
- *                                          it reads
+ *                                          it reads; NAME, when the statement
+ *                                          is `NAME = E` or `NAME: T = E`, is
+ *                                          what listings show for it
  *   await @devstash.acall(...) / achain(...)   for `await E`
  *
  * Effects. When the statement is a call statement whose call is an effect,
@@ -687,12 +689,13 @@ done:
     return result;
 }
 
-/* @devstash.expr(SITE, lambda n1, n2, ...: E, (n1, n2, ...))
+/* @devstash.expr(SITE, lambda n1, n2, ...: E, (n1, n2, ...)[, NAME])
  * The names E reads are evaluated where the statement stands (a class body
  * included, whose names a lambda could not see) and handed to E as
- * parameters: the value is computed from exactly the values keyed. */
+ * parameters: the value is computed from exactly the values keyed. NAME
+ * (when callee is not NULL) is what listings show as the entry's callee. */
 static PyObject *
-rewrite_plain(long site, PyObject *expr, PyObject *names)
+rewrite_plain(long site, PyObject *expr, PyObject *names, PyObject *callee)
 {
     PyObject *thunk = NULL, *elts = NULL, *ctx = NULL, *tuple = NULL;
     PyObject *rest = NULL, *keywords = NULL, *result = NULL;
@@ -707,6 +710,8 @@ rewrite_plain(long site, PyObject *expr, PyObject *names)
     if ((tuple = node_new(T.Tuple, expr, "elts", elts, "ctx", ctx, NULL)) == NULL)
         goto done;
     if ((rest = Py_BuildValue("[OO]", thunk, tuple)) == NULL || (keywords = PyList_New(0)) == NULL)
+        goto done;
+    if (callee != NULL && append_new(rest, make_constant(callee, expr)) < 0)
         goto done;
     result = runtime_call("expr", site, rest, keywords, expr);
 done:
@@ -837,11 +842,12 @@ done:
 
 /* Rewrites `value`, an expression whose value marker m caches, into its
  * cached form (*out, a new reference) and records its site: the next index
- * of rw->sites, labelled with the source text of label_node. 0, or -1 with
- * an exception (MarkerError for what cannot be cached). */
+ * of rw->sites, labelled with the source text of label_node. callee (NULL:
+ * none) is what listings show for a plain expression. 0, or -1 with an
+ * exception (MarkerError for what cannot be cached). */
 static int
 rewrite_value(rewriter *rw, const marker *m, PyObject *value, PyObject *label_node,
-              PyObject **out)
+              PyObject *callee, PyObject **out)
 {
     long site = (long)PyList_GET_SIZE(rw->sites);
     PyObject *expr = Py_NewRef(value), *path = NULL, *new_value = NULL, *label = NULL;
@@ -895,7 +901,7 @@ rewrite_value(rewriter *rw, const marker *m, PyObject *value, PyObject *label_no
         Py_DECREF(difference);   /* the same set as loads, updated in place */
         if ((names = PySequence_List(loads)) == NULL || PyList_Sort(names) < 0)
             goto done;
-        new_value = rewrite_plain(site, expr, names);
+        new_value = rewrite_plain(site, expr, names, callee);
     }
     if (new_value == NULL)
         goto done;
@@ -1063,7 +1069,7 @@ effect_argument(rewriter *rw, const marker *m, PyObject *arg, int eager)
     if (value == NULL)
         return NULL;
     PyObject *cached;
-    int rc = rewrite_value(rw, m, value, arg, &cached);
+    int rc = rewrite_value(rw, m, value, arg, NULL, &cached);
     Py_DECREF(value);
     return rc < 0 ? NULL : cached;
 }
@@ -1119,13 +1125,40 @@ done:
 
 /* ---- marked statements ---------------------------------------------------- */
 
+/* The one plain name a statement assigns its value to (`x = E`,
+ * `x: T = E`): *name a new reference, or NULL for any other statement or
+ * target. 0, or -1 with an exception. */
+static int
+assigned_name(PyObject *stmt, PyObject **name)
+{
+    PyObject *target = NULL;
+    *name = NULL;
+    if (is_a(stmt, T.Assign)) {
+        PyObject *targets = PyObject_GetAttrString(stmt, "targets");
+        if (targets == NULL)
+            return -1;
+        if (PyList_GET_SIZE(targets) == 1)
+            target = Py_NewRef(PyList_GET_ITEM(targets, 0));
+        Py_DECREF(targets);
+    }
+    else if (is_a(stmt, T.AnnAssign) && (target = PyObject_GetAttrString(stmt, "target")) == NULL)
+        return -1;
+    if (target == NULL || !is_a(target, T.Name)) {
+        Py_XDECREF(target);
+        return 0;
+    }
+    *name = PyObject_GetAttrString(target, "id");
+    Py_DECREF(target);
+    return *name == NULL ? -1 : 0;
+}
+
 /* Rewrites the value of the statement marker m applies to. */
 static int
 rewrite_statement(rewriter *rw, const marker *m)
 {
     PyObject *stmt = m->target;
     PyObject *value = PyObject_GetAttrString(stmt, "value");
-    PyObject *new_value = NULL;
+    PyObject *name = NULL, *new_value = NULL;
     int rc = -1;
     if (value == NULL)
         return -1;
@@ -1141,13 +1174,16 @@ rewrite_statement(rewriter *rw, const marker *m)
             goto done;
         }
     }
-    if (rewrite_value(rw, m, value, stmt, &new_value) < 0)
+    if (assigned_name(stmt, &name) < 0)
+        goto done;
+    if (rewrite_value(rw, m, value, stmt, name, &new_value) < 0)
         goto done;
     if (PyObject_SetAttrString(stmt, "value", new_value) < 0)
         goto done;
     rc = 0;
 done:
     Py_DECREF(value);
+    Py_XDECREF(name);
     Py_XDECREF(new_value);
     return rc;
 }

@@ -68,7 +68,8 @@ class Entry:
     """One cached value: its metadata, and load() for the value itself."""
 
     key: str            # hex digest of the key
-    callee: str         # "module.qualname", or "" for a plain expression
+    callee: str         # "module.qualname"; for a plain expression the name it is
+                        # assigned to (`squares = [...]`), else ""
     site: str           # "file:line" of the marker that stored it
     created: float      # unix time
     ttl: float          # seconds, 0 = none

@@ -373,15 +373,16 @@ class Runtime(_core.Runtime):
             self._new_parts[site] = parts
         return value
 
-    def expr(self, site, thunk, values):
+    def expr(self, site, thunk, values, name=None):
         """A plain expression: `values` are the names it reads, which the
-        thunk takes as parameters (see rewrite_plain in rewrite.c)."""
+        thunk takes as parameters (see rewrite_plain in rewrite.c); `name`,
+        the name it is assigned to, is what listings show as its callee."""
         key = self.key_expr(site, values)
         if key is not None:
             hit, value = self.load(site, key)
             if hit:
                 return value
-        return self._compute(site, key, lambda: thunk(*values), None)
+        return self._compute(site, key, lambda: thunk(*values), name)
 
     async def acall(self, site, func, *args, **kwargs):
         key = self.key_call(site, func, *args, **kwargs) if self.store is not None else None

@@ -3,6 +3,11 @@ container's mutator such as `list.append`) caches the costly calls in its
 arguments, and the effect itself runs on every run. Scripts run as users run
 them, two and three times; the assertions are on what the program holds and
 prints, and on a log the costly function appends to each time it really runs."""
+import json
+import os
+import subprocess
+import sys
+
 from conftest import line_of
 
 from devstash import _core
@@ -231,3 +236,29 @@ def test_sites_of_effects():
     # other outermost calls, and effects whose value is assigned: as before
     assert sites_of("r.sort(key=f(1))  # @devstash\n") == [("call", "r.sort(key=f(1))")]
     assert sites_of("n = r.append(f(1))  # @devstash\n") == [("call", "n = r.append(f(1))")]
+
+
+def cli_listing(folder):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVSTASH_")}
+    proc = subprocess.run([sys.executable, "-m", "devstash", "list", "--json"], cwd=folder,
+                          env=env, capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(proc.stdout)
+
+
+def test_assigned_expression_is_listed_by_its_name(scripts):
+    path = scripts.write("script.py", HEADER + """
+v = [1, 2, 3]
+squares = [x * x for x in v]  # @devstash
+total: int = squares[0] + squares[-1]  # @devstash
+[x + 1 for x in v]  # @devstash
+print(squares, total)
+""")
+    assert output(scripts.run()) == ["[1, 4, 9] 10"]
+    callees = {e["line"]: e["callee"] for e in cli_listing(scripts.folder)}
+    assert callees == {line_of(path, "squares = "): "squares", line_of(path, "total: int"): "total",
+                       line_of(path, "[x + 1 for"): ""}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVSTASH_")}
+    table = subprocess.run([sys.executable, "-m", "devstash", "list"], cwd=scripts.folder,
+                           env=env, capture_output=True, text=True, timeout=120, check=True).stdout
+    assert " squares " in table and " total " in table and "(expression)" in table
+    assert output(scripts.run()) == ["[1, 4, 9] 10"]   # the same entries are hit
