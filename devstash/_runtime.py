@@ -298,7 +298,13 @@ class Runtime(_core.Runtime):
             return None
 
     def _parts_key(self, site) -> bytes:
-        return _core.hash_value(("site-parts", self.filename, self.sites[site][0]))
+        """Where the parts of the site's last stored value are kept: by file
+        and line; the second and later sites of one marker (the calls in a
+        marked print or append, see rewrite.c) by their rank among them too."""
+        line, col = self.sites[site][0], self.sites[site][1]
+        rank = sum(1 for other in self.sites[:site] if other[0] == line and other[1] == col)
+        where = ("site-parts", self.filename, line)
+        return _core.hash_value(where + (rank,) if rank else where)
 
     def _stored_parts(self, site):
         """The parts of the last value stored at the site, or None."""

@@ -201,6 +201,22 @@ print(len(locks))
         assert f"script.py:{line}: make_lock(1): result cannot be pickled" in proc.stderr
 
 
+def test_a_miss_is_explained_against_the_same_inner_call(scripts):
+    """Each cached call of an effect keeps the parts of its own last key, so
+    a miss says what changed for that call, not against its neighbour's."""
+    path = scripts.write("script.py", HEADER + """
+import sys
+n = int(sys.argv[1])
+print(slow(n), fetch(2), sep=",")  # @devstash
+""")
+    line = line_of(path, "print(slow(n)")
+    assert output(scripts.run("script.py", "1")) == ["10,4"]
+    proc = scripts.run("script.py", "2", env={"DEVSTASH_LOG": "info"})
+    assert output(proc) == ["20,4"]
+    assert f"miss script.py:{line}: slow(n) (argument 1 changed)" in proc.stderr
+    assert f"hit script.py:{line}: fetch(2)" in proc.stderr
+
+
 def test_status_line_counts_marked_lines_not_cached_calls(scripts):
     scripts.write("script.py", HEADER + """
 print(slow(1), slow(2), slow(3))  # @devstash
