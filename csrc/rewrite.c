@@ -347,11 +347,17 @@ typedef struct {
     PyObject *node;        /* borrowed from the tree */
     long line, end_line, col;
     int simple;            /* a statement whose value a marker can cache */
+    Py_ssize_t marked_by;  /* line of the marker that took it, or 0 */
 } stmt_pos;
 
 typedef struct {
     stmt_pos *items;
     Py_ssize_t n, cap;
+    /* Sorted by (line, col) once collected (stmt_list_index), so that each
+     * marker finds its statement by binary search: rewriting stays linear
+     * in the number of markers. Pointers into items. */
+    stmt_pos **all, **simple;
+    Py_ssize_t nsimple;
 } stmt_list;
 
 static int
@@ -426,23 +432,74 @@ collect_block(stmt_list *list, PyObject *body)
  * applies to the simple statement whose lines hold it (the last one on the
  * line when semicolons join several); a marker alone on its line applies to
  * the statement around it, else to the next one. */
+static int
+stmt_pos_cmp(const void *a, const void *b)
+{
+    const stmt_pos *x = *(stmt_pos *const *)a, *y = *(stmt_pos *const *)b;
+    if (x->line != y->line)
+        return x->line < y->line ? -1 : 1;
+    return (x->col > y->col) - (x->col < y->col);
+}
+
+/* Builds the sorted views of the collected statements. */
+static int
+stmt_list_index(stmt_list *list)
+{
+    size_t n = list->n ? (size_t)list->n : 1;
+    list->all = PyMem_Malloc(n * sizeof *list->all);
+    list->simple = PyMem_Malloc(n * sizeof *list->simple);
+    if (list->all == NULL || list->simple == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    list->nsimple = 0;
+    for (Py_ssize_t i = 0; i < list->n; i++) {
+        list->all[i] = &list->items[i];
+        if (list->items[i].simple)
+            list->simple[list->nsimple++] = &list->items[i];
+    }
+    qsort(list->all, (size_t)list->n, sizeof *list->all, stmt_pos_cmp);
+    qsort(list->simple, (size_t)list->nsimple, sizeof *list->simple, stmt_pos_cmp);
+    return 0;
+}
+
+/* How many of v[0..n) (sorted by line) start on a line <= line. */
+static Py_ssize_t
+count_starting_by(stmt_pos *const *v, Py_ssize_t n, long line)
+{
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        if (v[mid]->line <= line)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* The statement a marker applies to: the innermost, last-starting simple
+ * statement on its line, or (a marker on a line of its own) the next
+ * statement. Simple statements never nest, and only share lines, so going
+ * back from the last one that starts by the marker's line stops at the
+ * first that ends before it. */
 static stmt_pos *
 marker_target(stmt_list *stmts, const marker *m, const char **why)
 {
     stmt_pos *found = NULL, *next = NULL;
-    for (Py_ssize_t i = 0; i < stmts->n; i++) {
-        stmt_pos *s = &stmts->items[i];
-        if (s->simple && s->line <= m->line && m->line <= s->end_line) {
-            if (found == NULL || s->line > found->line ||
-                (s->line == found->line && s->col > found->col))
-                found = s;
-        }
-        if (s->line > m->line && (next == NULL || s->line < next->line ||
-                                  (s->line == next->line && s->col < next->col)))
-            next = s;
+    Py_ssize_t k = count_starting_by(stmts->simple, stmts->nsimple, (long)m->line);
+    for (Py_ssize_t i = k - 1; i >= 0; i--) {
+        stmt_pos *s = stmts->simple[i];
+        if (s->end_line < m->line)
+            break;
+        if (found == NULL || s->line > found->line || (s->line == found->line && s->col > found->col))
+            found = s;
     }
     if (found != NULL)
         return found;
+    Py_ssize_t j = count_starting_by(stmts->all, stmts->n, (long)m->line);
+    if (j < stmts->n)
+        next = stmts->all[j];
     if (!m->own_line) {
         *why = "this marker is on a line with no statement it can cache: "
                "mark an assignment, a call statement or a return";
@@ -467,30 +524,56 @@ typedef struct {
     const char *src;
     Py_ssize_t len;
     PyObject *sites;     /* list of site tuples */
+    Py_ssize_t *line_starts;    /* byte offset of each line (1-based: [l - 1]), */
+    Py_ssize_t nlines;          /* built on the first segment() */
 } rewriter;
+
+/* Where each line starts, as the tokenizer counts lines (\n, \r\n, \r). */
+static int
+index_lines(rewriter *rw)
+{
+    Py_ssize_t cap = 64, n = 0;
+    Py_ssize_t *starts = PyMem_Malloc((size_t)cap * sizeof *starts);
+    if (starts == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t pos = 0;
+    starts[n++] = 0;
+    while (pos < rw->len) {
+        char c = rw->src[pos++];
+        if (c == '\r' && pos < rw->len && rw->src[pos] == '\n')
+            pos++;
+        if (c == '\n' || c == '\r') {
+            if (n == cap) {
+                void *grown = starts;
+                if (array_reserve(&grown, n, &cap, sizeof *starts, 64) < 0) {
+                    PyMem_Free(starts);
+                    return -1;
+                }
+                starts = grown;
+            }
+            starts[n++] = pos;
+        }
+    }
+    rw->line_starts = starts;
+    rw->nlines = n;
+    return 0;
+}
 
 /* Text of node's source segment (positions are UTF-8 byte offsets). */
 static PyObject *
-segment(const rewriter *rw, PyObject *node)
+segment(rewriter *rw, PyObject *node)
 {
     long line = node_int(node, "lineno"), col = node_int(node, "col_offset");
     long end_line = node_int(node, "end_lineno"), end_col = node_int(node, "end_col_offset");
     if (PyErr_Occurred())
         return NULL;
-    Py_ssize_t pos = 0, start = -1, end = -1;
-    for (long l = 1; pos <= rw->len; l++) {
-        if (l == line)
-            start = pos + col;
-        if (l == end_line) {
-            end = pos + end_col;
-            break;
-        }
-        while (pos < rw->len && rw->src[pos] != '\n' && rw->src[pos] != '\r')
-            pos++;
-        if (pos < rw->len && rw->src[pos] == '\r' && pos + 1 < rw->len && rw->src[pos + 1] == '\n')
-            pos++;
-        pos++;
-    }
+    if (rw->line_starts == NULL && index_lines(rw) < 0)
+        return NULL;
+    if (line < 1 || end_line < line || end_line > rw->nlines)
+        return PyUnicode_FromString("");
+    Py_ssize_t start = rw->line_starts[line - 1] + col, end = rw->line_starts[end_line - 1] + end_col;
     if (start < 0 || end < start || end > rw->len)
         return PyUnicode_FromString("");
     return PyUnicode_DecodeUTF8(rw->src + start, end - start, "replace");
@@ -1432,7 +1515,7 @@ rewrite_text(PyObject *filename, const char *src, Py_ssize_t len, long resume_li
         goto done;
     if ((body = PyObject_GetAttrString(tree, "body")) == NULL || !PyList_Check(body))
         goto done;
-    if (collect_block(&stmts, body) < 0)
+    if (collect_block(&stmts, body) < 0 || stmt_list_index(&stmts) < 0)
         goto done;
 
     /* Resolve every marker before changing anything, so errors name the
@@ -1451,14 +1534,14 @@ rewrite_text(PyObject *filename, const char *src, Py_ssize_t len, long resume_li
             marker_error(filename, rw.src, rw.len, m, reason);
             goto done;
         }
-        for (Py_ssize_t j = 0; j < i; j++)
-            if (markers.items[j].target == target->node) {
-                char msg[128];
-                snprintf(msg, sizeof msg, "this statement already has a marker on line %zd",
-                         markers.items[j].line);
-                marker_error(filename, rw.src, rw.len, m, msg);
-                goto done;
-            }
+        if (target->marked_by != 0) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "this statement already has a marker on line %zd",
+                     target->marked_by);
+            marker_error(filename, rw.src, rw.len, m, msg);
+            goto done;
+        }
+        target->marked_by = m->line;
         m->target = target->node;
     }
     for (Py_ssize_t i = 0; i < markers.n; i++)
@@ -1512,6 +1595,9 @@ done:
     Py_XDECREF(sites);
     PyMem_Free(markers.items);
     PyMem_Free(stmts.items);
+    PyMem_Free(stmts.all);
+    PyMem_Free(stmts.simple);
+    PyMem_Free(rw.line_starts);
     Py_XDECREF(rw.sites);
     Py_XDECREF(tree);
     Py_XDECREF(body);
