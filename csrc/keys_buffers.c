@@ -375,10 +375,32 @@ strided_extent(const Strided *v, Py_ssize_t *lo, Py_ssize_t *hi)
     *hi = b;
 }
 
+/* n items of `run` bytes, `stride` apart, packed into dst. Fixed sizes
+ * for the common item sizes, so each copy is one load and one store. */
+static void
+gather(unsigned char *dst, const char *src, Py_ssize_t stride, Py_ssize_t n, Py_ssize_t run)
+{
+#define GATHER(k) for (Py_ssize_t i = 0; i < n; i++) memcpy(dst + (k) * i, src + stride * i, (k))
+    switch (run) {
+    case 1: GATHER(1); break;
+    case 2: GATHER(2); break;
+    case 4: GATHER(4); break;
+    case 8: GATHER(8); break;
+    case 16: GATHER(16); break;
+    default: GATHER(run); break;
+    }
+#undef GATHER
+}
+
+#define STAGE_SIZE 16384
+#define SHORT_RUN 256
+
 /* The elements' bytes in C order as one KT_BYTES record, the same bytes
  * feed_raw_bytes writes for the contiguous copy. The innermost dimensions
- * that are contiguous make one run; an odometer walks the others. Short
- * runs gather in the sink's buffer, long ones go straight to XXH3. */
+ * that are contiguous make one run. Long runs go straight to XXH3; short
+ * ones (a transposed or sliced view) are gathered along the innermost
+ * remaining dimension into a stage, hashed a stage at a time. An odometer
+ * walks the other dimensions. */
 static int
 feed_strided(Sink *s, const Strided *v, Py_ssize_t nbytes)
 {
@@ -396,10 +418,12 @@ feed_strided(Sink *s, const Strided *v, Py_ssize_t nbytes)
         Sink_write(s, v->data, (size_t)nbytes);
         return 0;
     }
+    int inner = outer - 1;
+    Py_ssize_t n_inner = v->shape[inner], st_inner = v->strides[inner];
     Py_ssize_t small[SMALL_NDIM];
     Py_ssize_t *idx = small;
-    if (outer > SMALL_NDIM) {
-        idx = PyMem_Calloc((size_t)outer, sizeof *idx);
+    if (inner > SMALL_NDIM) {
+        idx = PyMem_Calloc((size_t)inner, sizeof *idx);
         if (idx == NULL) {
             PyErr_NoMemory();
             return -1;
@@ -408,10 +432,30 @@ feed_strided(Sink *s, const Strided *v, Py_ssize_t nbytes)
     else {
         memset(small, 0, sizeof small);
     }
+    unsigned char stage[STAGE_SIZE];
+    size_t fill = 0;
     const char *p = v->data;
     for (;;) {
-        Sink_write(s, p, (size_t)run);
-        int k = outer - 1;
+        if (run >= SHORT_RUN) {
+            for (Py_ssize_t i = 0; i < n_inner; i++)
+                Sink_write(s, p + st_inner * i, (size_t)run);
+        }
+        else {
+            for (Py_ssize_t i = 0; i < n_inner;) {
+                Py_ssize_t m = (Py_ssize_t)(STAGE_SIZE - fill) / run;
+                if (m == 0) {
+                    Sink_write(s, stage, fill);
+                    fill = 0;
+                    continue;
+                }
+                if (m > n_inner - i)
+                    m = n_inner - i;
+                gather(stage + fill, p + st_inner * i, st_inner, m, run);
+                fill += (size_t)(m * run);
+                i += m;
+            }
+        }
+        int k = inner - 1;
         for (; k >= 0; k--) {
             p += v->strides[k];
             if (++idx[k] < v->shape[k])
@@ -422,6 +466,7 @@ feed_strided(Sink *s, const Strided *v, Py_ssize_t nbytes)
         if (k < 0)
             break;
     }
+    Sink_write(s, stage, fill);
     if (idx != small)
         PyMem_Free(idx);
     return 0;
