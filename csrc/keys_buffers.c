@@ -917,8 +917,8 @@ name_has(PyObject *name, PyObject *part)
  * buffers (persistent or not: both shape what forward computes) and
  * submodules by name and content, and its other attributes (in_features,
  * p, eps: the hyperparameters) as a dict. Not its __dict__ whole: hooks
- * are keyed by their code only (see hooks_summary), state-dict hooks not
- * at all. */
+ * are keyed by their code only (see hooks_summary), hook handles by their
+ * type, state-dict hooks not at all. */
 static int
 feed_nn_module(ds_hasher *h, PyObject *o)
 {
@@ -966,6 +966,11 @@ feed_nn_module(ds_hasher *h, PyObject *o)
                 Py_SETREF(put, hooks_summary(val));
                 if (put == NULL)
                     goto leave;
+            }
+            else if (val != Py_None && !PyBool_Check(val)) {
+                /* A RemovableHandle (lazy modules keep theirs): its state
+                 * is the hooks dict, whose methods hold the module. */
+                Py_SETREF(put, Py_NewRef((PyObject *)Py_TYPE(val)));
             }
         }
         int r = PyDict_SetItem(rest, k, put);

@@ -364,6 +364,27 @@ def test_module_hooks_count_by_their_code():
     assert_all_distinct([plain, hooked, other])
 
 
+def test_lazy_and_parametrized_modules():
+    torch = pytest.importorskip("torch")
+
+    def lazy(seed, fed=True):
+        torch.manual_seed(seed)
+        m = torch.nn.LazyLinear(3)
+        if fed:
+            m(torch.ones(2, 4))     # infers in_features, initializes, removes its hook
+        return m
+
+    assert hv(lazy(0, fed=False)) == hv(lazy(0, fed=False))    # holds hook handles
+    assert hv(lazy(0)) == hv(lazy(0)) != hv(lazy(1))
+    assert hv(lazy(0)) != hv(lazy(0, fed=False))
+
+    def normed(seed):
+        torch.manual_seed(seed)
+        return torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(2, 2))
+
+    assert hv(normed(0)) == hv(normed(0)) != hv(normed(1))
+
+
 def test_modules_as_callees_and_receivers():
     torch = pytest.importorskip("torch")
 
