@@ -216,7 +216,7 @@ error:
     X(_buffers) X(_modules) X(__dict__) X(__array_interface__) \
     X(__cuda_array_interface__) X(__dlpack__) X(max_version) X(dl_device) \
     X(copy) X(typestr) X(descr) X(data) X(strides) X(offset) X(mask) X(get) \
-    X(copy_to_host) X(_untyped_storage) X(__func__) X(fget) X(torch) X(Tensor) \
+    X(copy_to_host) X(_untyped_storage) X(torch) X(Tensor) \
     X(strided) X(UntypedStorage) X(TypedStorage) X(nn) X(Module) X(state_dict) \
     X(hook)
 
@@ -769,96 +769,6 @@ done:
     return ret;
 }
 
-/* The function a class attribute runs, if a plain function: methods,
- * static and class methods, a property's getter. A new reference or NULL
- * (with an exception only if fatal). */
-static PyObject *
-class_function(PyObject *v)
-{
-    if (PyFunction_Check(v))
-        return Py_NewRef(v);
-    PyObject *name = NULL;
-    if (Py_IS_TYPE(v, &PyStaticMethod_Type) || Py_IS_TYPE(v, &PyClassMethod_Type))
-        name = N___func__;
-    else if (Py_IS_TYPE(v, &PyProperty_Type))
-        name = N_fget;
-    else
-        return NULL;
-    PyObject *fn = PyObject_GetAttr(v, name);
-    if (fn == NULL) {
-        if (!error_is_fatal())
-            PyErr_Clear();
-        return NULL;
-    }
-    if (!PyFunction_Check(fn))
-        Py_CLEAR(fn);
-    return fn;
-}
-
-/* The code of a module's class: each class of its MRO below nn.Module by
- * name, and for each, its functions that are the user's own (by name, in
- * name order, each with its code, defaults and helpers as a callee's):
- * editing forward() recomputes, moving it within the class does not.
- * torch's own classes (Linear, Conv2d) count by name only, like any
- * library function. */
-static int
-feed_module_classes(ds_hasher *h, PyTypeObject *t)
-{
-    PyObject *mro = t->tp_mro;
-    if (mro == NULL || !PyTuple_Check(mro))
-        return feed_type(h, t);
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
-        PyTypeObject *c = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
-        if (c == torch_nn_module || !PyType_Check(c))
-            break;
-        if (feed_type(h, c) < 0)
-            return -1;
-        if (!(c->tp_flags & Py_TPFLAGS_HEAPTYPE) || c->tp_dict == NULL)
-            continue;
-        PyObject *fns = PyList_New(0);
-        if (fns == NULL)
-            return -1;
-        PyObject *k, *val;
-        Py_ssize_t pos = 0;
-        int r = 0;
-        while (r == 0 && PyDict_Next(c->tp_dict, &pos, &k, &val)) {
-            if (!PyUnicode_Check(k))
-                continue;
-            PyObject *fn = class_function(val);
-            if (fn == NULL) {
-                if (PyErr_Occurred())
-                    r = -1;
-                continue;
-            }
-            CodeInfo ci;
-            r = code_info(h, ((PyFunctionObject *)fn)->func_code, &ci);
-            if (r == 0) {
-                Py_DECREF(ci.names);
-                if (ci.is_user) {
-                    PyObject *pair = PyTuple_Pack(2, k, fn);
-                    r = pair == NULL ? -1 : PyList_Append(fns, pair);
-                    Py_XDECREF(pair);
-                }
-            }
-            Py_DECREF(fn);
-        }
-        if (r == 0)
-            r = PyList_Sort(fns);       /* by name: the names are distinct */
-        for (Py_ssize_t j = 0; r == 0 && j < PyList_GET_SIZE(fns); j++) {
-            PyObject *pair = PyList_GET_ITEM(fns, j);
-            r = feed_str(h->sink, KT_STR, PyTuple_GET_ITEM(pair, 0));
-            if (r == 0)
-                r = feed_function(h, PyTuple_GET_ITEM(pair, 1), 1, t);
-        }
-        Py_DECREF(fns);
-        if (r < 0)
-            return -1;
-        Sink_u8(h->sink, KT_END);
-    }
-    Sink_u8(h->sink, KT_END);
-    return 0;
-}
-
 /* A dict's items in their order (parameters, buffers and submodules are in
  * registration order, which the module's code fixes). */
 static int
@@ -913,7 +823,26 @@ name_has(PyObject *name, PyObject *part)
     return PyUnicode_Find(name, part, 0, PY_SSIZE_T_MAX, 1) >= 0;
 }
 
-/* A torch.nn.Module: its classes' code, its training flag, its parameters,
+/* A module met again inside itself (a bound method of it kept as an
+ * attribute, a reference to its parent): a back-reference, encoded as
+ * keys.c's feed_backref encodes one (its distance up the stack of objects
+ * being fed), so a module's cycles key as an object's do. */
+static int
+module_backref(ds_hasher *h, PyObject *o)
+{
+    for (int i = h->nopen - 1; i >= 0; i--) {
+        if (h->open[i] == o) {
+            Sink_u8(h->sink, KT_BACKREF);
+            Sink_len(h->sink, (uint64_t)(h->nopen - i));
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A torch.nn.Module: its class (by name, and by code as any class: the
+ * user's by all their methods, torch's by what __init__ runs), its
+ * training flag, its parameters,
  * buffers (persistent or not: both shape what forward computes) and
  * submodules by name and content, and its other attributes (in_features,
  * p, eps: the hyperparameters) as a dict. Not its __dict__ whole: hooks
@@ -945,8 +874,17 @@ feed_nn_module(ds_hasher *h, PyObject *o)
     Py_INCREF(mods);
 
     ret = -1;
+    if (module_backref(h, o)) {
+        ret = 0;
+        goto release;
+    }
+    if (h->nopen > MAX_DEPTH) {
+        PyErr_SetString(PyExc_ValueError, "cannot key a value nested deeper than 100 levels");
+        goto release;
+    }
     if (hasher_enter(h) < 0)
         goto release;
+    h->open[h->nopen++] = o;
     rest = PyDict_New();
     if (rest == NULL)
         goto leave;
@@ -979,12 +917,14 @@ feed_nn_module(ds_hasher *h, PyObject *o)
             goto leave;
     }
     Sink_u8(h->sink, KT_NN_MODULE);
-    if (feed_module_classes(h, Py_TYPE(o)) < 0 || feed_object(h, training) < 0
+    if (feed_type(h, Py_TYPE(o)) < 0 || feed_class_code(h, Py_TYPE(o)) < 0
+        || feed_object(h, training) < 0
         || feed_ordered(h, params) < 0 || feed_ordered(h, buffers) < 0
-        || feed_ordered(h, mods) < 0 || feed_dict(h, rest, 1) < 0)
+        || feed_ordered(h, mods) < 0 || feed_dict(h, rest, 0) < 0)
         goto leave;
     ret = 0;
 leave:
+    h->nopen--;
     hasher_leave(h);
 release:
     Py_DECREF(training);
