@@ -1097,6 +1097,9 @@ feed_other(ds_hasher *h, PyObject *o)
     r = feed_open_file(h, o);
     if (r <= 0)
         return r;
+    r = feed_array_like(h, o);          /* tensors, array protocols: keys_buffers.c */
+    if (r <= 0)
+        return r;
     return feed_reduce(h, o);
 }
 

@@ -33,6 +33,8 @@ enum {
     KT_PATH = 0x38, KT_CLASS = 0x39, KT_GLOBAL_VALUE = 0x3a,
     KT_FILE = 0x3b, KT_DIRECTORY = 0x3c, KT_OPEN_FILE = 0x3d, KT_NO_FILE = 0x3e,
     KT_ARGS = 0x40, KT_KWARGS = 0x41, KT_CALLEE = 0x42, KT_IGNORED = 0x43,
+    /* memory beyond NumPy (keys_buffers.c) */
+    KT_TENSOR = 0x50, KT_STORAGE = 0x51, KT_ARRAY = 0x52, KT_NN_MODULE = 0x53,
     KT_END = 0x7f,
 };
 
@@ -309,5 +311,9 @@ int feed_open_file(ds_hasher *h, PyObject *o);
 int feed_buffer(ds_hasher *h, PyObject *o);
 int is_ndarray(PyTypeObject *t);
 int feed_ndarray(ds_hasher *h, PyObject *o);
+/* torch tensors, storages and nn.Modules, objects exposing
+ * __array_interface__, __cuda_array_interface__ or __dlpack__, and plain
+ * buffer exporters: tried last in the dispatch, before pickle's reduce. */
+int feed_array_like(ds_hasher *h, PyObject *o);
 
 #endif /* DEVSTASH_KEYS_FEED_H */
