@@ -17,6 +17,9 @@ static PyMethodDef core_methods[] = {
      "comments(source: bytes) -> list[tuple[int, int]]: (line, column) of every comment token."},
     {"markers", scanner_py_markers, METH_O,
      "markers(source: bytes) -> list[tuple[int, int, str, bool]]: (line, column, options, own_line) of every marker."},
+    {"near_markers", scanner_py_near_markers, METH_O,
+     "near_markers(source: bytes) -> list[tuple[int, str]]: (line, comment) of comments that look "
+     "meant as markers but are not."},
     {"has_marker", scanner_py_has_marker, METH_O,
      "has_marker(source: bytes) -> bool: whether the marker bytes occur at all (cheap)."},
     {"parse_options", options_py_parse, METH_O,

@@ -21,6 +21,8 @@
  * bounded number of times, so the scan is linear. */
 #include "scanner.h"
 
+#include <ctype.h>
+
 #define DS_MARKER_WORD "@devstash"
 #define DS_MARKER_WORD_LEN 9
 
@@ -516,6 +518,33 @@ scanner_is_marker(const char *src, const ds_comment *c,
 }
 
 int
+scanner_is_near_marker(const char *src, const ds_comment *c)
+{
+    const unsigned char *s = (const unsigned char *)src;
+    Py_ssize_t i = c->start, end = c->end, a, b;
+    static const char word[] = "@devstash";
+    const Py_ssize_t n = (Py_ssize_t)sizeof word - 1;
+
+    if (i >= end || s[i] != '#' || scanner_is_marker(src, c, &a, &b))
+        return 0;
+    i++;
+    while (i < end && (is_line_space(s[i]) || s[i] == '#'))
+        i++;
+    if (end - i < n)
+        return 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        unsigned char ch = s[i + k];
+        if (ch >= 'A' && ch <= 'Z')
+            ch = (unsigned char)(ch - 'A' + 'a');
+        if (ch != (unsigned char)word[k])
+            return 0;
+    }
+    /* "@devstashed", "@devstash_cache": other words that happen to start so. */
+    i += n;
+    return i >= end || !(isalnum(s[i]) || s[i] == '_');
+}
+
+int
 scanner_may_have_marker(const char *src, Py_ssize_t len)
 {
     if (len < DS_MARKER_WORD_LEN)
@@ -604,6 +633,30 @@ scanner_collect(PyObject *source, ds_comment_cb cb)
 done:
     PyBuffer_Release(&view);
     return result;
+}
+
+static int
+collect_near_marker(void *ctx, const ds_comment *c)
+{
+    ds_collect *cl = ctx;
+    if (!scanner_is_near_marker(cl->src, c))
+        return 0;
+    PyObject *text = PyUnicode_DecodeUTF8(cl->src + c->start, c->end - c->start, "replace");
+    if (text == NULL)
+        return -1;
+    PyObject *item = Py_BuildValue("(nN)", c->line, text);
+    if (item == NULL)
+        return -1;
+    int rc = PyList_Append(cl->list, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+PyObject *
+scanner_py_near_markers(PyObject *module, PyObject *source)
+{
+    DS_UNUSED(module);
+    return scanner_collect(source, collect_near_marker);
 }
 
 PyObject *

@@ -34,6 +34,12 @@ int scanner_scan(const char *src, Py_ssize_t len, ds_comment_cb cb, ds_line_cb l
 int scanner_is_marker(const char *src, const ds_comment *c,
                       Py_ssize_t *opt_start, Py_ssize_t *opt_end);
 
+/* 1 if the comment looks meant as a marker but is not one: "@devstash" in
+ * another case ("# @DevStash"), glued to what follows ("# @devstash:",
+ * "# @devstash#ttl=1h") or after a second "#". Such comments are warned
+ * about, as a linter would. */
+int scanner_is_near_marker(const char *src, const ds_comment *c);
+
 /* 1 if the bytes "@devstash" occur anywhere in src: the cheap pre-check. */
 int scanner_may_have_marker(const char *src, Py_ssize_t len);
 
@@ -41,5 +47,6 @@ int scanner_may_have_marker(const char *src, Py_ssize_t len);
 PyObject *scanner_py_comments(PyObject *module, PyObject *source);
 PyObject *scanner_py_markers(PyObject *module, PyObject *source);
 PyObject *scanner_py_has_marker(PyObject *module, PyObject *source);
+PyObject *scanner_py_near_markers(PyObject *module, PyObject *source);
 
 #endif /* DEVSTASH_SCANNER_H */

@@ -39,7 +39,11 @@ def activate_main(frame) -> None:
     except OSError:
         return  # python -c, an interactive session, a zipapp: no script file to read
     if not _core.has_marker(source) or not _core.markers(source):
-        return  # nothing to cache: the script goes on untouched, never re-executed
+        # Nothing to cache: the script goes on untouched, never re-executed.
+        # A marker written wrong is said, so that it is not silently ignored.
+        if b"evstash" in source or b"EVSTASH" in source:
+            _runtime.warn_near_markers(path, _core.near_markers(source))
+        return
     store = _runtime.open_store()
     try:
         code, sites = _runtime.compile_module(source, path, frame.f_lineno, store, frame.f_code)

@@ -112,20 +112,40 @@ def announce(sites, path: str) -> None:
                          f"{os.path.basename(path)} (cache: {cache_dir()})\n")
 
 
+def _logger():
+    """The "devstash" logger, writing to stderr itself and not through the
+    root logger: a script's logging.basicConfig() neither repeats devstash's
+    lines nor changes how they read. Made on first use (importing logging
+    costs milliseconds a warm run need not pay)."""
+    import logging
+
+    class StderrHandler(logging.StreamHandler):
+        """Writes to whatever sys.stderr is when a line is written."""
+
+        @property
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, _value):
+            pass
+
+    logger = logging.getLogger("devstash")
+    if not logger.handlers:
+        handler = StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))  # messages say "devstash: "
+        logger.addHandler(handler)
+        logger.propagate = False
+    return logger
+
+
 def _configure_logging() -> bool:
     """DEVSTASH_LOG=info|debug sends the "devstash" logger to stderr; true
     when hits, misses and stores should be reported one by one."""
     level = os.environ.get("DEVSTASH_LOG", "").strip().upper()
     if level not in ("INFO", "DEBUG"):
         return False
-    import logging
-
-    logger = logging.getLogger("devstash")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))  # messages say "devstash: "
-        logger.addHandler(handler)
-    logger.setLevel(level)
+    _logger().setLevel(level)
     return True
 
 
@@ -135,7 +155,7 @@ VERBOSE = _configure_logging()
 # Bumped when the rewritten code or its sites change shape within a version.
 # 3: a marked print or append keeps running; the calls in its arguments are
 # cached (rewrite.c), and a plain expression passes the name it is assigned to.
-CODE_FORMAT = 3
+CODE_FORMAT = 4
 
 
 def code_key(source: bytes, filename: str, resume_line: int) -> bytes:
@@ -145,6 +165,23 @@ def code_key(source: bytes, filename: str, resume_line: int) -> bytes:
         ("code", CODE_FORMAT, source, filename, resume_line, sys.implementation.cache_tag,
          __version__)
     )
+
+
+def _rewrite(source: bytes, filename: str, resume_line: int, original):
+    """_core.rewrite with room for what Python itself compiles: the tree
+    goes to Python objects and back, which counts every level of a long
+    expression (`1 + 1 + ...`, 2,500 terms) against the recursion limit that
+    compiling from text does not. The compiler keeps its own limit."""
+    limit = sys.getrecursionlimit()
+    if limit < _REWRITE_RECURSION_LIMIT:
+        sys.setrecursionlimit(_REWRITE_RECURSION_LIMIT)
+    try:
+        return _core.rewrite(source, filename, resume_line, original=original)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+_REWRITE_RECURSION_LIMIT = 20_000
 
 
 def compile_module(source: bytes, filename: str, resume_line: int, store, original=None):
@@ -157,16 +194,27 @@ def compile_module(source: bytes, filename: str, resume_line: int, store, origin
         try:
             data = store.get_code(key)
             if data is not None:
-                return marshal.loads(data)
+                code, sites, *near = marshal.loads(data)
+                warn_near_markers(filename, near[0] if near else ())
+                return code, sites
         except Exception:  # noqa: BLE001 - an unreadable cache entry means: rewrite again
             pass
-    code, sites = _core.rewrite(source, filename, resume_line, original=original)
+    code, sites = _rewrite(source, filename, resume_line, original)
+    near = _core.near_markers(source)
+    warn_near_markers(filename, near)
     if store is not None:
         try:
-            store.put_code(key, marshal.dumps((code, sites)))
+            store.put_code(key, marshal.dumps((code, sites, near)))
         except Exception:  # noqa: BLE001 - the next run rewrites again, that is all
             pass
     return code, sites
+
+
+def warn_near_markers(filename: str, near) -> None:
+    """One warning per comment that looks meant as a marker but is not one."""
+    for line, text in near:
+        warn(f"{os.path.basename(filename)}:{line}: {text.strip()!r} is not a marker, and the line "
+             "is not cached: write '# @devstash' in lower case, then a space before any options")
 
 
 def decode_value(data: bytes, buffers=()):
@@ -181,12 +229,6 @@ def decode_value(data: bytes, buffers=()):
 
 
 # ---- reporting -------------------------------------------------------------
-
-def _logger():
-    import logging
-
-    return logging.getLogger("devstash")
-
 
 def warn(message: str) -> None:
     """One line on stderr through the "devstash" logger (Python's last-resort

@@ -565,3 +565,75 @@ def test_marked_call_through_zero_argument_super(scripts):
     works = proc.returncode == 0 and proc.stdout.splitlines() == ["21"]
     refused = proc.returncode == 1 and "MarkerError" in proc.stderr and "super()" in proc.stderr
     assert works or refused, proc.stderr
+
+
+def test_a_long_expression_python_compiles_is_rewritten_too(scripts):
+    """2,500 terms: Python compiles it from text; the rewrite's trip through
+    Python's tree objects must not end in a RecursionError."""
+    terms = " + ".join(["1"] * 2500)
+    scripts.write("script.py", f"""
+import devstash
+devstash.activate()
+x = {terms}
+def f(a):
+    print("computing")
+    return a
+y = f(x)  # @devstash
+print(y)
+""")
+    assert scripts.run().stdout.split() == ["computing", "2500"]
+    assert scripts.run().stdout.split() == ["2500"]
+
+
+@pytest.mark.parametrize("comment", ["# @DevStash", "# @devstash:", "# @devstash#ttl=1h", "## @devstash"])
+def test_near_miss_markers_are_warned_about(scripts, comment):
+    scripts.write("script.py", f"""
+import devstash
+devstash.activate()
+def f(a):
+    return a
+y = f(1)  {comment}
+z = f(2)  # @devstash
+print(y, z)
+""")
+    for _ in range(2):                      # said again when the rewritten code comes from the cache
+        run = scripts.run()
+        assert run.stdout.split() == ["1", "2"]
+        assert run.stderr.count("is not a marker") == 1
+        assert f"script.py:5: {comment!r} is not a marker" in run.stderr
+    scripts.write("script.py", f"""
+import devstash
+devstash.activate()
+y = int("1")  {comment}
+print(y)
+""")
+    assert scripts.run().stderr.count("script.py:3:") == 1   # a script with no real marker too
+
+
+def test_words_that_merely_start_like_a_marker_are_no_near_miss(scripts):
+    scripts.write("script.py", """
+import devstash
+devstash.activate()
+y = int("1")  # @devstash_cache is the folder; @devstashed values
+z = int("2")  # @devstash
+print(y, z)
+""")
+    assert "not a marker" not in scripts.run().stderr
+
+
+def test_logging_basic_config_does_not_repeat_devstash_lines(scripts):
+    scripts.write("script.py", """
+import logging
+logging.basicConfig(level=logging.INFO)
+import devstash
+devstash.activate()
+import threading
+def f(lock):
+    return 1
+y = f(threading.Lock())  # @devstash
+logging.getLogger("app").info("done")
+""")
+    run = scripts.run(env={"DEVSTASH_LOG": "info"})
+    assert "INFO:devstash" not in run.stderr and "WARNING:devstash" not in run.stderr
+    assert run.stderr.count("can be keyed by its type only") == 1
+    assert "INFO:app:done" in run.stderr

@@ -292,12 +292,13 @@ print(x)
     source = path.read_bytes()
     key = _runtime.code_key(source, str(path), 2)
     with _core.Store(str(scripts.folder / ".devstash_cache")) as store:
-        code, sites = marshal.loads(store.get_code(key))
+        code, sites, near = marshal.loads(store.get_code(key))
+        assert near == []
         assert len(sites) == 1 and sites[0][0] == 7
         # Swap in other code under the same key: the next run must run it,
         # which shows the source is not parsed and rewritten again.
         other = compile("print('from the code cache')", str(path), "exec")
-        store.put_code(key, marshal.dumps((other, sites)))
+        store.put_code(key, marshal.dumps((other, sites, near)))
     assert scripts.run().stdout.splitlines() == ["from the code cache"]
     path.write_text(path.read_text() + "print('edited')\n")
     assert scripts.run().stdout.splitlines() == ["2", "edited"]
