@@ -256,6 +256,8 @@ class Runtime(_core.Runtime):
         self._sites_seen = None
         self._old_parts = {}
         self._new_parts = {}
+        self._load_failed = set()   # sites whose stored value failed to load this run
+        self._unloadable = None     # see _unloadable_lines
         _runtimes.append(self)
 
     def _where(self, site) -> str:
@@ -287,7 +289,60 @@ class Runtime(_core.Runtime):
         self._warn_once(site, "unpicklable", f"result cannot be pickled ({_describe(exc)}); not cached")
 
     def _unreadable(self, site, exc):
+        self._load_failed.add(site)
         self._warn_once(site, "unreadable", f"cached value cannot be loaded ({_describe(exc)}); recomputed")
+
+    # -- values that pickle but do not load back
+    def _storable(self, site, key, func, value) -> bool:
+        """False for a line whose values were seen not to load back (their
+        __reduce__ or __setstate__ fails): storing them again would mean a
+        recompute and a warning on every run. Checked by a round trip only
+        after a stored value of the line failed to load; remembered in the
+        store until the callee's code changes."""
+        unloadable = self._unloadable_lines()
+        line, mark = self.sites[site][0], _code_mark(func)
+        if line in unloadable and unloadable[line] == mark:
+            if site in self._load_failed:
+                self._forget(key)   # a value stored by an older devstash
+            return False
+        if site not in self._load_failed:
+            return True
+        import pickle
+
+        try:
+            pickle.loads(pickle.dumps(value, protocol=5))
+            return True
+        except Exception as exc:  # noqa: BLE001 - any failure means: it does not load back
+            self._forget(key)
+            unloadable[line] = mark
+            try:
+                self.store.put_code(self._unloadable_key(), marshal.dumps(unloadable))
+            except Exception:  # noqa: BLE001 - then the next run finds out again
+                pass
+            self._warn_once(site, "unloadable", f"values of this line pickle but do not load back "
+                            f"({_describe(exc)}); they are no longer stored")
+            return False
+
+    def _forget(self, key) -> None:
+        try:
+            self.store.delete(key)
+        except Exception:  # noqa: BLE001 - the next run tries to load it and fails again
+            pass
+
+    def _unloadable_key(self) -> bytes:
+        return _core.hash_value(("unloadable-lines", self.filename))
+
+    def _unloadable_lines(self) -> dict:
+        """{line: code mark} of this file's lines whose values do not load."""
+        if self._unloadable is None:
+            self._unloadable = {}
+            try:
+                data = self.store.get_code(self._unloadable_key()) if self.store else None
+                if data:
+                    self._unloadable = marshal.loads(data)
+            except Exception:  # noqa: BLE001 - nothing remembered: the round trip finds out
+                pass
+        return self._unloadable
 
     def _store_failed(self, site, exc):
         warn(f"{self._where(site)}: the cache failed ({_describe(exc)}); running uncached from here")
@@ -327,7 +382,9 @@ class Runtime(_core.Runtime):
                            self._miss_reason(site, parts, self.miss_why))
         start = time.perf_counter()
         value = func(*args, **kwargs) if kwargs else func(*args)
-        if self.save(site, key, value, time.perf_counter() - start, func) and parts is not None:
+        seconds = time.perf_counter() - start
+        if self._storable(site, key, func, value) and self.save(site, key, value, seconds, func) \
+                and parts is not None:
             self._new_parts[site] = parts
         return value
 
@@ -457,6 +514,14 @@ class Runtime(_core.Runtime):
         if key is not None:
             self.save(site, key, value, time.perf_counter() - start, root)
         return value
+
+
+def _code_mark(func):
+    """What of a callee's code a remembered fact about its line depends on."""
+    try:
+        return _core.hash_code(getattr(func, "__func__", func))
+    except TypeError:
+        return None
 
 
 def runtime_for(filename: str, sites: tuple) -> Runtime:

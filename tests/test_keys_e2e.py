@@ -227,3 +227,38 @@ if __name__ == "__main__":
     first = scripts.run()
     assert first.stdout.splitlines() == ["computing 3", "worker 9", "parent 9"]
     assert scripts.run().stdout.splitlines() == ["worker 9", "parent 9"]
+
+
+def test_values_that_pickle_but_do_not_load_back_stop_being_stored(scripts):
+    """Recomputing, storing and warning on every run helps nobody: the second
+    failure is remembered, with one warning, until the code changes."""
+    source = HEADER + """
+class Fragile:
+    def __init__(self, v):
+        self.v = v
+    def __reduce__(self):
+        return (Fragile._load, (self.v,))
+    @staticmethod
+    def _load(v):
+        raise RuntimeError("cannot rebuild")
+def make():
+    print("computing")
+    return Fragile(5)
+r = make()  # @devstash
+print(r.v)
+"""
+    scripts.write("script.py", source)
+    assert computed(scripts.run()) == ["computing"]
+    second = scripts.run()
+    assert second.stdout.splitlines() == ["computing", "5"]
+    assert second.stderr.count("cannot be loaded") == 1
+    assert second.stderr.count("no longer stored") == 1
+    for _ in range(2):
+        later = scripts.run()
+        assert later.stdout.splitlines() == ["computing", "5"]
+        assert later.stderr == ""
+    # Fixed code is stored again.
+    scripts.write("script.py", source.replace('raise RuntimeError("cannot rebuild")', "return Fragile(v)")
+                  .replace('print("computing")', 'print("computing", 2)'))
+    assert computed(scripts.run()) == ["computing 2"]
+    assert computed(scripts.run()) == []
