@@ -1292,6 +1292,8 @@ has_marker_in(PyObject *node, const marker_list *markers)
     return 0;
 }
 
+static int try_breaks(PyObject *try_node, long line);
+
 /* Appends to `out` the statements that run after line `line` of `block`,
  * descending into the if/with/try statement that holds that line. */
 static int
@@ -1308,6 +1310,21 @@ resume_block(PyObject *block, long line, PyObject *out, PyObject *filename)
                              "%U:%ld: devstash.activate() must be called at the top level of "
                              "the script, or inside an if, with or try block there",
                              filename, line);
+                return -1;
+            }
+            if (is_a(node, T.With) || is_a(node, T.AsyncWith)) {
+                PyErr_Format(PyExc_RuntimeError,
+                             "%U:%ld: devstash.activate() inside a with block would keep it open "
+                             "until the script ends: call devstash.activate() before the with "
+                             "statement", filename, line);
+                return -1;
+            }
+            if ((is_a(node, T.Try) || is_a(node, T.TryStar)) && try_breaks(node, line)) {
+                PyErr_Format(PyExc_RuntimeError,
+                             "%U:%ld: devstash.activate() inside a try block must be the last "
+                             "statement of its body, in a try without else or finally: the rest "
+                             "of the script runs from activate(), outside the try, so its except "
+                             "clauses would no longer apply to it", filename, line);
                 return -1;
             }
             static const char *const fields[] = {"body", "orelse", "finalbody", "handlers"};
@@ -1345,6 +1362,36 @@ resume_block(PyObject *block, long line, PyObject *out, PyObject *filename)
         return 0;
     }
     return 0;
+}
+
+/* Whether running the rest of the script from an activate() on `line`
+ * inside `try_node` would change what the try means: statements after it in
+ * the try's body, or an else or finally clause. (`try: import devstash;
+ * devstash.activate() except ImportError: pass` keeps its meaning.) */
+static int
+try_breaks(PyObject *try_node, long line)
+{
+    int breaks = 0;
+    PyObject *body = PyObject_GetAttrString(try_node, "body");
+    PyObject *orelse = PyObject_GetAttrString(try_node, "orelse");
+    PyObject *finalbody = PyObject_GetAttrString(try_node, "finalbody");
+    if (body != NULL && PyList_Check(body) && PyList_GET_SIZE(body) > 0) {
+        PyObject *last = PyList_GET_ITEM(body, PyList_GET_SIZE(body) - 1);
+        breaks = span_holds(last, line) ? 0 : node_int(last, "lineno") > line;
+    }
+    if ((orelse != NULL && PyList_Check(orelse) && PyList_GET_SIZE(orelse) > 0)
+        || (finalbody != NULL && PyList_Check(finalbody) && PyList_GET_SIZE(finalbody) > 0)) {
+        /* Only when activate() is in the body: from a handler, else or
+         * finally the try is over by then. */
+        Py_ssize_t n = body != NULL && PyList_Check(body) ? PyList_GET_SIZE(body) : 0;
+        for (Py_ssize_t i = 0; i < n && !breaks; i++)
+            breaks = span_holds(PyList_GET_ITEM(body, i), line);
+    }
+    PyErr_Clear();
+    Py_XDECREF(body);
+    Py_XDECREF(orelse);
+    Py_XDECREF(finalbody);
+    return breaks;
 }
 
 /* Builds the body that runs after activate() on line `line`: the

@@ -1,4 +1,5 @@
 """activate(): run the rest of the main script, rewritten, as the real __main__."""
+import os
 import sys
 
 from . import _core
@@ -21,23 +22,29 @@ def activate_main(frame) -> None:
     if _done or skip_requested():
         return
     mark_active()
-    main = sys.modules.get("__main__")
-    namespace = getattr(main, "__dict__", None)
-    path = namespace.get("__file__") if namespace else None
-    _hook.install(path)
-    if frame.f_globals is not namespace:
+    namespace = frame.f_globals
+    in_main = namespace.get("__name__") == "__main__"
+    # The code's own file name: pdb, cProfile, trace and runpy run a script
+    # in a namespace of their own (not sys.modules["__main__"]) and may hand
+    # it a str subclass as __file__; the frame knows which file runs.
+    path = str(os.fspath(frame.f_code.co_filename))
+    _hook.install(path if in_main else _main_file())
+    if not in_main:
         return  # called from an imported module: the hook is all there is to do
     if frame.f_code.co_name != "<module>":
         raise RuntimeError(
             f"{frame.f_code.co_filename}:{frame.f_lineno}: devstash.activate() must be called "
             "at the top level of the script, not inside a function"
         )
-    path = path or (sys.argv[0] if sys.argv else "")
     try:
         with open(path, "rb") as f:
             source = f.read()
     except OSError:
-        return  # python -c, an interactive session, a zipapp: no script file to read
+        # python -c, standard input, a zipapp: the code came from no file.
+        _runtime.warn(f"markers are not live in {path}: devstash reads them from the script's "
+                      "file, and this code came from none (python -c, standard input or a zip "
+                      "archive); save it as a .py file, or use devstash run")
+        return
     if not _core.has_marker(source) or not _core.markers(source):
         # Nothing to cache: the script goes on untouched, never re-executed.
         # A marker written wrong is said, so that it is not silently ignored.
@@ -50,7 +57,13 @@ def activate_main(frame) -> None:
     except _core.MarkerError as exc:
         report_marker_error(exc)
     _runtime.announce(sites, path)
-    run_code(code, namespace)
+    run_code(code, namespace, frame)
+
+
+def _main_file():
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return str(os.fspath(path)) if path is not None else None
 
 
 def report_marker_error(exc) -> None:
@@ -61,15 +74,67 @@ def report_marker_error(exc) -> None:
     raise SystemExit(1)
 
 
-def run_code(code, namespace) -> None:
-    """Executes the rest of the script and exits as the script would have."""
+def run_code(code, namespace, frame) -> None:
+    """Executes the rest of the script, then ends the original module code
+    (which would run it again, unrewritten) as a finished script ends: with
+    SystemExit(0), which devstash's excepthook keeps quiet (python -i would
+    print it). The user's own exception goes up as it is, with devstash's
+    frames cut, so that pdb's and python -i's post-mortem land where it was
+    raised; only when the activate() call sits inside a try, whose handlers
+    would catch it, does devstash report it and exit as Python would."""
+    _install_excepthook(frame)
     try:
         exec(code, namespace)
-    except (SystemExit, KeyboardInterrupt):
+    except SystemExit:
         raise
     except BaseException as exc:
-        exit_uncaught(exc)
-    raise SystemExit(0)
+        exc.__traceback__ = _runtime.user_traceback(exc.__traceback__)
+        if _inside_handler(frame):
+            exit_uncaught(exc)
+        raise
+    raise ScriptFinished(0)
+
+
+class ScriptFinished(SystemExit):
+    """The script ran to its end inside activate()."""
+
+
+def _inside_handler(frame) -> bool:
+    """Whether the activate() call in `frame` is covered by a try or with
+    (an entry of the code's exception table). Python 3.10 has no table:
+    there, assume it is. No frame (devstash run): nothing to cover it."""
+    if frame is None:
+        return False
+    try:
+        import dis
+
+        entries = dis._parse_exception_table(frame.f_code)
+    except (AttributeError, ImportError):
+        return True
+    return any(e.start <= frame.f_lasti < e.end for e in entries)
+
+
+_activation_frame = None
+
+
+def _install_excepthook(frame) -> None:
+    """Tracebacks printed for the script show its own frames only: not the
+    activate() call that ran it, nor devstash's."""
+    global _activation_frame
+    _activation_frame = frame
+    original = sys.excepthook
+
+    def excepthook(exc_type, exc, tb):
+        if isinstance(exc, ScriptFinished):
+            return
+        while tb is not None and tb.tb_frame is _activation_frame:
+            tb = tb.tb_next
+        tb = _runtime.user_traceback(tb)
+        if isinstance(exc, BaseException):
+            exc.__traceback__ = tb   # what Python's own hook prints from
+        original(exc_type, exc, tb)
+
+    sys.excepthook = excepthook
 
 
 def exit_uncaught(exc: BaseException) -> None:

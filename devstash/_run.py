@@ -18,8 +18,17 @@ _launcher = None  # the __main__ module devstash was started as, kept alive
 
 
 def run_path(path: str, args) -> None:
-    """Runs a script as `python path args` would; exits with its status."""
+    """Runs a script as `python path args` would; exits with its status. A
+    folder runs its __main__.py with the folder first on sys.path; a zip
+    archive (a zipapp) runs as python runs it, its markers not live: devstash
+    reads markers from files."""
     full = os.path.abspath(path)
+    if os.path.isdir(full):
+        return _run_folder(path, full, args)
+    import zipfile
+
+    if os.path.isfile(full) and zipfile.is_zipfile(full):
+        return _run_zipapp(path, full, args)
     try:
         with open(full, "rb") as f:
             source = f.read()
@@ -37,7 +46,33 @@ def run_path(path: str, args) -> None:
         _activate.mark_active()
         _hook.install(full)
         code = _compile(lambda: _compile_marked(source, full))
-    _activate.run_code(code, main.__dict__)
+    _activate.run_code(code, main.__dict__, None)
+
+
+def _run_folder(path: str, full: str, args) -> None:
+    script = os.path.join(full, "__main__.py")
+    if not os.path.isfile(script):
+        sys.stderr.write(f"devstash run: can't find '__main__' module in {path!r}\n")
+        raise SystemExit(1)
+    run_path(script, args)
+    # not reached: run_path exits
+
+
+def _run_zipapp(path: str, full: str, args) -> None:
+    import runpy
+
+    _runtime.warn(f"markers are not live in {path}: devstash reads them from .py files, and a zip "
+                  "archive holds none it can rewrite; run its folder instead")
+    sys.argv[:] = [path, *args]
+    _set_path0(full)
+    _activate.mark_active()
+    try:
+        runpy.run_path(full, run_name="__main__")
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        _activate.exit_uncaught(exc)
+    raise SystemExit(0)
 
 
 def _compile_marked(source: bytes, path: str):

@@ -159,11 +159,12 @@ CODE_FORMAT = 4
 
 
 def code_key(source: bytes, filename: str, resume_line: int) -> bytes:
-    """The code cache's key: the source and where it runs from, this Python
-    and this devstash (a new version may rewrite differently)."""
+    """The code cache's key: the source and where it runs from, this Python,
+    its optimisation level (-O drops asserts and sets __debug__ at compile
+    time) and this devstash (a new version may rewrite differently)."""
     return _core.hash_value(
         ("code", CODE_FORMAT, source, filename, resume_line, sys.implementation.cache_tag,
-         __version__)
+         sys.flags.optimize, __version__)
     )
 
 
