@@ -30,7 +30,14 @@ def activate_main(frame) -> None:
     path = str(os.fspath(frame.f_code.co_filename))
     _hook.install(path if in_main else _main_file())
     if not in_main:
-        return  # called from an imported module: the hook is all there is to do
+        # Called from an imported module: the hook is all there is to do. In
+        # a conftest file, devstash also composes with pytest's assertion
+        # rewriting, so that test files keep both.
+        if "_pytest.assertion.rewrite" in sys.modules:
+            from . import _pytest_plugin
+
+            _pytest_plugin.compose_with_pytest()
+        return
     if frame.f_code.co_name != "<module>":
         raise RuntimeError(
             f"{frame.f_code.co_filename}:{frame.f_lineno}: devstash.activate() must be called "
