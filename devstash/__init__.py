@@ -28,6 +28,7 @@ def activate() -> None:
     script's own exit status. With no marker in the script it returns at once.
     ``DEVSTASH_SKIP_REWRITE=1`` turns it off.
     """
+    __tracebackhide__ = True  # IPython and pytest leave this frame out of tracebacks
     from ._activate import activate_main
 
     activate_main(_sys._getframe(1))

@@ -6,7 +6,12 @@ from . import _core
 from . import _hook
 from . import _runtime
 
-_done = False  # activate() runs once per process
+# A runner (devstash run, the pytest plugin) made the markers live already:
+# an activate() call in the code it runs does nothing.
+_done = False
+# activate() is running a script now: an activate() inside it does nothing.
+# Not a once-per-process flag: IPython's %run runs a script again and again.
+_running = False
 
 
 skip_requested = _runtime.skip_requested
@@ -19,9 +24,9 @@ def mark_active() -> None:
 
 
 def activate_main(frame) -> None:
-    if _done or skip_requested():
+    __tracebackhide__ = True  # IPython and pytest leave devstash's frames out
+    if _done or _running or skip_requested():
         return
-    mark_active()
     namespace = frame.f_globals
     in_main = namespace.get("__name__") == "__main__"
     # The code's own file name: pdb, cProfile, trace and runpy run a script
@@ -89,7 +94,10 @@ def run_code(code, namespace, frame) -> None:
     frames cut, so that pdb's and python -i's post-mortem land where it was
     raised; only when the activate() call sits inside a try, whose handlers
     would catch it, does devstash report it and exit as Python would."""
+    global _running
+    __tracebackhide__ = True
     _install_excepthook(frame)
+    _running = True
     try:
         exec(code, namespace)
     except SystemExit:
@@ -99,6 +107,8 @@ def run_code(code, namespace, frame) -> None:
         if _inside_handler(frame):
             exit_uncaught(exc)
         raise
+    finally:
+        _running = False
     raise ScriptFinished(0)
 
 
@@ -130,6 +140,8 @@ def _install_excepthook(frame) -> None:
     global _activation_frame
     _activation_frame = frame
     original = sys.excepthook
+    if getattr(original, "_devstash", False):
+        return  # installed by an earlier run in this process (%run)
 
     def excepthook(exc_type, exc, tb):
         if isinstance(exc, ScriptFinished):
@@ -141,6 +153,7 @@ def _install_excepthook(frame) -> None:
             exc.__traceback__ = tb   # what Python's own hook prints from
         original(exc_type, exc, tb)
 
+    excepthook._devstash = True
     sys.excepthook = excepthook
 
 

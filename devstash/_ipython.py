@@ -107,11 +107,24 @@ class _Cells:
                 for _ in range(i + 1):
                     self.texts.popleft()
                 return text if marked else None
-        if self.texts and self.texts[-1][1] and not self.warned:
+        if self.texts and self.texts[-1][1] and not self.warned and self._looks_changed(tree):
             self.warned = True
             _runtime.warn("a marked cell was changed by another IPython extension after devstash "
                           "saw it: its markers are off (load devstash last)")
         return None
+
+    def _looks_changed(self, tree) -> bool:
+        """Whether `tree` looks like a remembered marked text changed by
+        another extension (the same statements at the same lines) rather
+        than a tree of its own (%timeit's "pass" setup)."""
+        shape = [(type(node).__name__, node.lineno) for node in tree.body]
+        for text, marked in self.texts:
+            try:
+                if marked and [(type(n).__name__, n.lineno) for n in ast.parse(text).body] == shape:
+                    return True
+            except (SyntaxError, ValueError):
+                pass
+        return False
 
     # -- per-cell counters
     def _counters(self):

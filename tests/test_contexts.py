@@ -184,3 +184,34 @@ if y == 4:
         assert computes(proc) == expected and "y = 4" in proc.stdout
         assert proc.returncode == 1
         assert proc.stderr.count("ImportError: raised by the script") == 1
+
+
+def ipython(scripts, *argv, input=""):
+    return run(scripts, "-m", "IPython", "--no-banner", "--colors=NoColor", "--HistoryManager.enabled=False",
+               *argv, input=input)
+
+
+def test_ipython_run_is_cached_every_time(scripts):
+    pytest.importorskip("IPython")
+    scripts.write("s.py", SCRIPT)
+    proc = ipython(scripts, input="%run s.py\n%run s.py\n%run s.py\nprint('y in the namespace', y)\n")
+    assert proc.stdout.count("y = 4") == 3
+    assert computes(proc) == 1                    # the second and third %run hit
+    assert "y in the namespace 4" in proc.stdout
+
+
+def test_ipython_script_error_is_shown_as_a_script_error(scripts):
+    pytest.importorskip("IPython")
+    scripts.write("bad.py", RAISES)
+    proc = ipython(scripts, "bad.py")
+    out = proc.stdout + proc.stderr
+    assert "ValueError: bad 5" in out
+    assert "crashed" not in out and "_activate.py" not in out and "__init__.py" not in out
+
+
+def test_ipython_timeit_of_a_marked_line_gives_no_false_warning(scripts):
+    pytest.importorskip("IPython")
+    proc = ipython(scripts, input="%load_ext devstash\ndef f(x): return x * 2\n"
+                                  "%timeit -n 3 -r 1 f(2)  # @devstash\n")
+    assert "loops each" in proc.stdout
+    assert "changed by another IPython extension" not in proc.stdout + proc.stderr
