@@ -376,7 +376,31 @@ class Runtime(_core.Runtime):
 
     # -- the parts of rt.call() that run in Python (see runtime.c)
     def _run_call(self, site, key, func, args, kwargs):
-        """A miss: computes func(*args, **kwargs) and stores the value."""
+        """A miss: computes func(*args, **kwargs) and stores the value, or
+        waits for another thread of this process that computes it now."""
+        from ._inflight import inflight
+
+        flights = inflight()
+        waiting = flights.begin(key)
+        if waiting is not None:
+            waiting.wait(self.wait_seconds)
+            hit, value = self.load(site, key, True)
+            if hit:
+                return self._loaded(site, value, func, args, kwargs)
+            return self._compute_call(site, key, func, args, kwargs)
+        try:
+            return self._compute_call(site, key, func, args, kwargs)
+        finally:
+            flights.end(key)
+
+    def _loaded(self, site, value, func, args, kwargs):
+        """A value load() returned, as the call returns it (see runtime.c's
+        Runtime_hit_value: a record of effects is applied)."""
+        if self.effects_type is not None and type(value) is self.effects_type:
+            return self._restore(site, value, func, args, kwargs)
+        return value
+
+    def _compute_call(self, site, key, func, args, kwargs):
         parts = self._key_parts(site, func, args, kwargs)
         if self.verbose:
             _logger().info("devstash: miss %s (%s)", self._where(site),
@@ -494,14 +518,36 @@ class Runtime(_core.Runtime):
 
     async def acall(self, site, func, *args, **kwargs):
         key = self.key_call(site, func, *args, **kwargs) if self.store is not None else None
-        if key is not None:
-            hit, value = self.load(site, key)
+        if key is None:
+            return await func(*args, **kwargs)
+        hit, value = self.load(site, key)
+        if hit:
+            return self._loaded(site, value, func, args, kwargs)
+        # Another task of this loop computing the same key: await its value.
+        from ._inflight import inflight
+
+        flights = inflight()
+        waiting = await flights.abegin(key)
+        if waiting is not None:
+            import asyncio
+
+            try:
+                await asyncio.wait_for(waiting.wait(), self.wait_seconds)
+            except asyncio.TimeoutError:
+                pass
+            hit, value = self.load(site, key, True)
             if hit:
-                return value
+                return self._loaded(site, value, func, args, kwargs)
+            return await self._compute_acall(site, key, func, args, kwargs)
+        try:
+            return await self._compute_acall(site, key, func, args, kwargs)
+        finally:
+            flights.aend(key)
+
+    async def _compute_acall(self, site, key, func, args, kwargs):
         start = time.perf_counter()
         value = await func(*args, **kwargs)
-        if key is not None:
-            self.save(site, key, value, time.perf_counter() - start, func)
+        self.save(site, key, value, time.perf_counter() - start, func)
         return value
 
     async def achain(self, site, root, steps):

@@ -215,3 +215,46 @@ def test_ipython_timeit_of_a_marked_line_gives_no_false_warning(scripts):
                                   "%timeit -n 3 -r 1 f(2)  # @devstash\n")
     assert "loops each" in proc.stdout
     assert "changed by another IPython extension" not in proc.stdout + proc.stderr
+
+
+def test_threads_and_tasks_missing_the_same_key_compute_once(scripts):
+    scripts.write("s.py", """
+import asyncio, threading, time
+import devstash
+devstash.activate()
+def slow(x):
+    print("computing", x, flush=True)
+    time.sleep(0.3)
+    return x * 2
+results = []
+def worker():
+    results.append(slow(21))  # @devstash
+threads = [threading.Thread(target=worker) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+async def aslow(x):
+    print("computing async", x, flush=True)
+    await asyncio.sleep(0.3)
+    return x * 3
+async def task():
+    return await aslow(5)  # @devstash
+async def main():
+    beats = 0
+    async def heartbeat():
+        nonlocal beats
+        while True:
+            await asyncio.sleep(0.02)
+            beats += 1
+    hb = asyncio.create_task(heartbeat())
+    values = await asyncio.gather(*(task() for _ in range(4)))
+    hb.cancel()
+    return values, beats
+values, beats = asyncio.run(main())
+print(sorted(results), values, "loop ran" if beats > 5 else "loop blocked")
+""")
+    first = run(scripts, "s.py")
+    assert first.stdout.count("computing 21") == 1
+    assert first.stdout.count("computing async 5") == 1
+    assert "[42, 42, 42, 42] [15, 15, 15, 15] loop ran" in first.stdout
+    second = run(scripts, "s.py")
+    assert "computing" not in second.stdout and "[42, 42, 42, 42] [15, 15, 15, 15]" in second.stdout
