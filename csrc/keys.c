@@ -736,7 +736,7 @@ static PyObject *traits_cache = NULL;       /* type -> (bool, tuple of str) */
 #define TRAITS_CACHE_MAX 4096
 
 /* Classes whose instances hold connections, threads or a client's
- * lifecycle, never an input: nested inside an argument (the httpx client
+ * lifecycle, never an input (or profilers): nested inside an argument (the httpx client
  * inside an openai client) they are keyed by their type, and so are their
  * subclasses. Given directly to a call they are keyed in full as any value. */
 static const char *const infrastructure_types[] = {
@@ -746,7 +746,11 @@ static const char *const infrastructure_types[] = {
     "urllib3.connectionpool.HTTPConnectionPool", "urllib3.connectionpool.HTTPSConnectionPool",
     "aiohttp.client.ClientSession", "aiohttp.connector.TCPConnector",
     "threading.Thread", "concurrent.futures.thread.ThreadPoolExecutor",
-    "concurrent.futures.process.ProcessPoolExecutor", NULL,
+    "concurrent.futures.process.ProcessPoolExecutor",
+    /* kernprof's @profile: its state holds hash() values of code objects,
+     * which differ from process to process. */
+    "line_profiler._line_profiler.LineProfiler", "line_profiler.line_profiler.LineProfiler",
+    "cProfile.Profile", "_lsprof.Profiler", NULL,
 };
 
 static PyObject *

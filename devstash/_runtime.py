@@ -436,7 +436,7 @@ class Runtime(_core.Runtime):
             old = None
             try:
                 data = self.store.get_code(self._parts_key(site)) if self.store else None
-                old = dict(marshal.loads(data)) if data else None
+                old = dict(_numbered(marshal.loads(data))) if data else None
             except Exception:  # noqa: BLE001 - a missing record means no explanation
                 pass
             self._old_parts[site] = old
@@ -451,6 +451,7 @@ class Runtime(_core.Runtime):
         old = self._stored_parts(site)
         if old is None:
             return why
+        parts = _numbered(parts)
         new = dict(parts)
         changed = [label for label, digest in parts if label in old and old[label] != digest]
         # A file or an attribute says more than the argument that holds it.
@@ -561,6 +562,17 @@ class Runtime(_core.Runtime):
         if key is not None:
             self.save(site, key, value, time.perf_counter() - start, root)
         return value
+
+
+def _numbered(parts):
+    """Parts with labels made unique in order ("code of f", "code of f (2)"):
+    a wrapper and the function it wraps can share a name."""
+    seen = {}
+    out = []
+    for label, digest in parts:
+        n = seen[label] = seen.get(label, 0) + 1
+        out.append((label if n == 1 else f"{label} ({n})", digest))
+    return out
 
 
 def _code_mark(func):

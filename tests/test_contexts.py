@@ -258,3 +258,14 @@ print(sorted(results), values, "loop ran" if beats > 5 else "loop blocked")
     assert "[42, 42, 42, 42] [15, 15, 15, 15] loop ran" in first.stdout
     second = run(scripts, "s.py")
     assert "computing" not in second.stdout and "[42, 42, 42, 42] [15, 15, 15, 15]" in second.stdout
+
+
+def test_kernprof_line_profiles_a_script_with_markers_live(scripts):
+    pytest.importorskip("line_profiler")
+    scripts.write("s.py", SCRIPT.replace("def f(x):", "@profile\ndef f(x):"))
+    kernprof = [os.path.join(os.path.dirname(sys.executable), "kernprof"), "-l", "s.py"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVSTASH_")}
+    first = subprocess.run(kernprof, cwd=scripts.folder, env=env, capture_output=True, text=True, timeout=120)
+    assert computes(first) == 1 and "y = 4" in first.stdout, first.stderr
+    second = subprocess.run(kernprof, cwd=scripts.folder, env=env, capture_output=True, text=True, timeout=120)
+    assert computes(second) == 0 and "y = 4" in second.stdout, second.stderr
