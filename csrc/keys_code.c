@@ -217,6 +217,69 @@ add_names(PyObject *names, PyObject *more)
     return 0;
 }
 
+/* Opcode numbers differ between Python versions: read from the opcode
+ * module once. -1 until then (or when absent). */
+static int op_store_global = -1, op_delete_global = -1, op_extended_arg = -1;
+
+static int
+load_opcodes(void)
+{
+    if (op_extended_arg >= 0)
+        return 0;
+    PyObject *mod = PyImport_ImportModule("opcode");
+    PyObject *map = mod ? PyObject_GetAttrString(mod, "opmap") : NULL;
+    Py_XDECREF(mod);
+    if (map == NULL)
+        return -1;
+    static const struct { const char *name; int *slot; } ops[] = {
+        {"STORE_GLOBAL", &op_store_global}, {"DELETE_GLOBAL", &op_delete_global},
+        {"EXTENDED_ARG", &op_extended_arg},
+    };
+    int rc = 0;
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0] && rc == 0; i++) {
+        PyObject *v = PyMapping_GetItemString(map, ops[i].name);
+        if (v == NULL) {
+            rc = -1;
+            break;
+        }
+        *ops[i].slot = (int)PyLong_AsLong(v);
+        Py_DECREF(v);
+        if (*ops[i].slot == -1 && PyErr_Occurred())
+            rc = -1;
+    }
+    Py_DECREF(map);
+    return rc;
+}
+
+/* Removes from `names` the globals `co` assigns or deletes: its bytecode's
+ * STORE_GLOBAL and DELETE_GLOBAL arguments (indexes into co_names). */
+static int
+drop_stored_globals(PyObject *names, PyCodeObject *co, PyObject *bytecode)
+{
+    if (!PyBytes_Check(bytecode) || load_opcodes() < 0)
+        return -1;
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(bytecode);
+    Py_ssize_t n = PyBytes_GET_SIZE(bytecode);
+    unsigned long arg = 0;
+    for (Py_ssize_t i = 0; i + 1 < n; i += 2) {
+        int op = b[i];
+        arg = (arg << 8) | b[i + 1];
+        if (op == op_extended_arg)
+            continue;
+        if ((op == op_store_global || op == op_delete_global)
+            && arg < (unsigned long)PyTuple_GET_SIZE(co->co_names)) {
+            PyObject *name = PyTuple_GET_ITEM(co->co_names, (Py_ssize_t)arg);
+            Py_ssize_t at = PySequence_Index(names, name);
+            if (at < 0)
+                PyErr_Clear();
+            else if (PySequence_DelItem(names, at) < 0)
+                return -1;
+        }
+        arg = 0;
+    }
+    return 0;
+}
+
 /* The digest of a code object alone: bytecode, constants (nested code by
  * its own digest), names and signature counts. Not its line numbers, line
  * table or file name, so moving a function keeps its digest and editing
@@ -265,9 +328,12 @@ code_compute(ds_hasher *h, PyObject *code, CodeInfo *out)
     pushed = 0;
 
     /* Names a call by name can go through: this code's and its nested
-     * code's (lambdas, comprehensions, inner functions). */
+     * code's (lambdas, comprehensions, inner functions), less the globals
+     * this code assigns (`global CALLS; CALLS += 1`): state the function
+     * keeps, an effect of calling it, not an input. */
     names = PyList_New(0);
-    if (names == NULL || add_names(names, co->co_names) < 0)
+    if (names == NULL || add_names(names, co->co_names) < 0
+        || drop_stored_globals(names, co, bytecode) < 0)
         goto error;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_consts); i++) {
         PyObject *c = PyTuple_GET_ITEM(co->co_consts, i);

@@ -356,3 +356,33 @@ print(n, s, c)
     log = run(thresh=2, scale=5, edit=" + 1", count=1)
     assert "(receiver Client: attribute _count changed)" in log
     assert "(arguments of Model() changed)" in log
+
+
+def test_a_global_the_function_assigns_is_its_state_not_an_input(scripts):
+    scripts.write("script.py", HEADER + """
+CALLS = 0
+SCALE = 3
+def item(i):
+    global CALLS
+    CALLS += 1
+    return i * SCALE
+total = 0
+for i in range(5):
+    total += item(i)  # @devstash
+print(total, CALLS)
+""")
+    assert values(scripts.run()) == ["30 5"]
+    assert values(scripts.run()) == ["30 0"]         # every call hit: item never ran
+    scripts.write("script.py", (HEADER + """
+CALLS = 0
+SCALE = 3
+def item(i):
+    global CALLS
+    CALLS += 1
+    return i * SCALE
+total = 0
+for i in range(5):
+    total += item(i)  # @devstash
+print(total, CALLS)
+""").replace("SCALE = 3", "SCALE = 4"))
+    assert values(scripts.run()) == ["40 5"]         # the global it reads still counts
