@@ -241,6 +241,25 @@ def _describe(exc) -> str:
     return f"{type(exc).__name__}: {exc}" if exc is not None else "unknown error"
 
 
+class Effects:
+    """A stored value with what its call changed besides (devstash/_effects.py):
+    `value` (None when the call returned one of its inputs), `returns`
+    (which input it returned: "self", ("arg", i), ("kw", name), or None),
+    `changed` ([(which input, its state after the call)]) and `rng` (the
+    global generators' states after the call, or None)."""
+
+    __slots__ = ("value", "returns", "changed", "rng")
+
+    def __init__(self, value, returns, changed, rng):
+        self.value, self.returns, self.changed, self.rng = value, returns, changed, rng
+
+    def __reduce__(self):
+        return (Effects, (self.value, self.returns, self.changed, self.rng))
+
+
+_NOT_STORED = object()
+
+
 class Runtime(_core.Runtime):
     """The object a rewritten module calls as ``@devstash``."""
 
@@ -259,6 +278,10 @@ class Runtime(_core.Runtime):
         self._new_parts = {}
         self._load_failed = set()   # sites whose stored value failed to load this run
         self._unloadable = None     # see _unloadable_lines
+        self._rng_sites = set()     # sites whose keys take the random generators' state
+        self.effects_type = Effects
+        if store is not None:
+            self._load_rng_sites()
         _runtimes.append(self)
 
     def _where(self, site) -> str:
@@ -401,17 +424,99 @@ class Runtime(_core.Runtime):
         return value
 
     def _compute_call(self, site, key, func, args, kwargs):
+        from . import _effects
+
         parts = self._key_parts(site, func, args, kwargs)
         if self.verbose:
             _logger().info("devstash: miss %s (%s)", self._where(site),
                            self._miss_reason(site, parts, self.miss_why))
+        captured = _effects.capture(func, args, kwargs)
+        rng_key = self._rng_key(site, captured, func, args, kwargs)
         start = time.perf_counter()
         value = func(*args, **kwargs) if kwargs else func(*args)
         seconds = time.perf_counter() - start
-        if self._storable(site, key, func, value) and self.save(site, key, value, seconds, func) \
+        stored = self._with_effects(site, captured, value)
+        if stored is _NOT_STORED:
+            return value
+        if rng_key is not None and stored.__class__ is Effects and stored.rng is not None:
+            key = rng_key           # keyed by the generators' state from now on
+            self._flag_rng(site)
+        if self._storable(site, key, func, stored) and self.save(site, key, stored, seconds, func) \
                 and parts is not None:
             self._new_parts[site] = parts
         return value
+
+    # -- effects: what a call changed besides its value (see _effects.py)
+    def _with_effects(self, site, captured, value):
+        """What to store for value: itself, an Effects record, or
+        _NOT_STORED when a change cannot be kept (warned once)."""
+        from . import _effects
+
+        try:
+            record = captured.record(value)
+        except _effects.Unrestorable as exc:
+            self._warn_once(site, "effects", f"{exc}; this line runs uncached, so that a hit "
+                            "never skips what the call changes")
+            return _NOT_STORED
+        return value if record is None else record
+
+    def _restore(self, site, record, func, args, kwargs):
+        """A hit whose value is a record of effects (effects_type): they are
+        put back into the live objects. Should that fail, the call runs."""
+        from . import _effects
+
+        try:
+            return _effects.restore(record, func, args, kwargs)
+        except Exception as exc:  # noqa: BLE001 - recomputing is always right
+            self._warn_once(site, "restore", f"the call's effects cannot be put back "
+                            f"({_describe(exc)}); recomputed")
+            return func(*args, **(kwargs or {}))
+
+    def _site_extra(self, site):
+        """The global random generators' state, for sites whose calls were
+        seen to draw from them (set_extra): changing the seed recomputes."""
+        from . import _effects
+
+        return _effects.rng_digest()
+
+    def _rng_key(self, site, captured, func, args, kwargs):
+        """The key with the generators' state before the call, should the
+        call turn out to draw from them (the key takes it from then on).
+        None when it already does, or no generator module is loaded."""
+        if not captured.rng_before or site in self._rng_sites:
+            return None
+        self.set_extra(site, True)
+        try:
+            return self.key_call(site, func, *args, **(kwargs or {}))
+        finally:
+            self.set_extra(site, False)
+
+    def _rng_lines_key(self) -> bytes:
+        return _core.hash_value(("rng-lines", self.filename))
+
+    def _load_rng_sites(self) -> None:
+        """Sites whose calls draw from the global generators, as recorded
+        by earlier runs: their keys take the generators' state."""
+        try:
+            data = self.store.get_code(self._rng_lines_key()) if self.store else None
+            lines = set(marshal.loads(data)) if data else set()
+        except Exception:  # noqa: BLE001 - unknown: found out again on the next miss
+            lines = set()
+        for site, info in enumerate(self.sites):
+            if info[0] in lines:
+                self._rng_sites.add(site)
+                self.set_extra(site, True)
+
+    def _flag_rng(self, site) -> None:
+        self._rng_sites.add(site)
+        self.set_extra(site, True)
+        try:
+            data = self.store.get_code(self._rng_lines_key())
+            lines = set(marshal.loads(data)) if data else set()
+            lines.add(self.sites[site][0])
+            self.store.put_code(self._rng_lines_key(), marshal.dumps(sorted(lines)))
+        except Exception:  # noqa: BLE001 - the next run finds out again
+            pass
 
     # -- miss reasons: which part of the key changed
     def _key_parts(self, site, func, args, kwargs):
@@ -469,14 +574,6 @@ class Runtime(_core.Runtime):
         for site, parts in self._new_parts.items():
             self.store.put_code(self._parts_key(site), marshal.dumps(parts))
         self._new_parts.clear()
-
-    def _restore(self, site, record, func, args, kwargs):
-        """A hit whose value is a record of effects (effects_type)."""
-        raise NotImplementedError
-
-    def _site_extra(self, site):
-        """What else the site's key takes once set_extra(site, True)."""
-        return None
 
     # -- cached forms the rewriter emits besides call()
     def _compute(self, site, key, compute, callee):
@@ -546,9 +643,14 @@ class Runtime(_core.Runtime):
             flights.aend(key)
 
     async def _compute_acall(self, site, key, func, args, kwargs):
+        from . import _effects
+
+        captured = _effects.capture(func, args, kwargs)
         start = time.perf_counter()
         value = await func(*args, **kwargs)
-        self.save(site, key, value, time.perf_counter() - start, func)
+        stored = self._with_effects(site, captured, value)
+        if stored is not _NOT_STORED:
+            self.save(site, key, stored, time.perf_counter() - start, func)
         return value
 
     async def achain(self, site, root, steps):
