@@ -278,10 +278,19 @@ int feed_type(ds_hasher *h, PyTypeObject *t);
 int feed_module(ds_hasher *h, PyObject *m);
 int feed_unhashable(ds_hasher *h, PyObject *o);
 int feed_dict(ds_hasher *h, PyObject *d, int counted);
+/* Cycles (see ds_hasher.open): feed_backref feeds a back-reference and
+ * returns 1 when `o` is being fed already, else 0; open_object marks `o`
+ * as being fed (-1 with ValueError when too deep), close_object unmarks. */
+int feed_backref(ds_hasher *h, PyObject *o);
+int open_object(ds_hasher *h, PyObject *o);
+void close_object(ds_hasher *h);
 
 /* ---- code identity (keys_code.c) */
 int feed_function(ds_hasher *h, PyObject *func, int with_code, PyTypeObject *owner);
 int feed_method(ds_hasher *h, PyObject *m, int with_code);
+/* A bound method's tag and function, without its receiver (the caller
+ * feeds that: nested, or as a direct input). */
+int feed_method_function(ds_hasher *h, PyObject *m, int with_code);
 int feed_builtin(ds_hasher *h, PyObject *o, int with_self);
 /* A class of the user's project by the code of all its methods, properties,
  * class-level data and project bases; any other class by what its __init__
