@@ -8,6 +8,7 @@
 #include "runtime.h"
 #include "scanner.h"
 #include "store.h"
+#include "trust.h"
 
 PyObject *ds_MarkerError = NULL;
 PyObject *ds_StoreError = NULL;
@@ -32,6 +33,8 @@ static PyMethodDef core_methods[] = {
      "hash_value(obj) -> bytes: canonical 16-byte digest of a value."},
     {"hash_call", (PyCFunction)(void (*)(void))keys_py_hash_call, METH_FASTCALL | METH_KEYWORDS,
      "hash_call(callee, *args, **kwargs) -> bytes: 16-byte key of a call."},
+    {"check_folder", trust_py_check_folder, METH_O,
+     "check_folder(path: str) -> str | None: why a cache folder is not trusted, or None."},
     {"set_library_prefixes", keys_py_set_library_prefixes, METH_O,
      "set_library_prefixes(prefixes: tuple[str, ...]): folders whose functions are not the user's."},
     {NULL, NULL, 0, NULL},

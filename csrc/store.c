@@ -44,6 +44,7 @@
  * Python code runs (the hit path unpickles inside it), hence MDB_NOTLS and
  * the nesting count. */
 #include "store.h"
+#include "trust.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -505,6 +506,23 @@ env_acquire(PyObject *path, const char *fspath, size_t map_size, int rdonly)
     if (stat(buf, &st) < 0) {
         store_raise(errno, "cannot open cache folder", path);
         goto error;
+    }
+    /* Loading a value runs code: a folder others could write is not used. */
+    {
+        char why[2 * PATH_MAX + 512];
+        int trusted = trust_check_folder(buf, why, sizeof why);
+        if (trusted < 0) {
+            store_raise(errno, "cannot open cache folder", path);
+            goto error;
+        }
+        if (trusted > 0) {
+            PyObject *exc = PyObject_CallFunction(ds_StoreError, "is", EPERM, why);
+            if (exc != NULL) {
+                PyErr_SetObject(ds_StoreError, exc);
+                Py_DECREF(exc);
+            }
+            goto error;
+        }
     }
     if (!S_ISDIR(st.st_mode)) {
         store_raise(ENOTDIR, "cannot open cache folder", path);

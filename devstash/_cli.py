@@ -963,6 +963,12 @@ def cmd_doctor(ns) -> int:
         doc.ok("no cache folder yet: nothing is cached (the first cached run creates it)")
         print("no problems found")
         return 0
+    untrusted = _core.check_folder(folder)
+    if untrusted:
+        what, _, fix = untrusted.partition("; fix: ")
+        doc.problem(f"{what}; devstash does not use it (scripts run uncached)",
+                    fix or "use a folder of your own: set DEVSTASH_CACHE_DIR")
+        return 1
     if not os.path.isdir(folder):
         doc.problem(f"{folder} is not a folder: devstash runs uncached",
                     "remove it, or set DEVSTASH_CACHE_DIR to another path")

@@ -1,6 +1,7 @@
 """Policy around the C runtime: where the store lives, what is warned about,
 and the cached forms that need Python (chains, plain expressions, async)."""
 import atexit
+import errno
 import marshal
 import os
 import sys
@@ -59,7 +60,10 @@ def open_store():
         try:
             store = _core.Store(path)
         except (OSError, _core.StoreError) as exc:
-            warn(f"cannot use the cache folder {path} ({exc}); running uncached")
+            if getattr(exc, "errno", None) == errno.EPERM and exc.strerror:
+                warn(f"not using the cache: {exc.strerror}; running uncached")
+            else:
+                warn(f"cannot use the cache folder {path} ({exc}); running uncached")
             store = None
         _stores[path] = store
     return store
