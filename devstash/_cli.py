@@ -148,12 +148,15 @@ class Entry:
 
     def expired(self, now: float) -> bool:
         end = self.expires()
-        return end is not None and now >= end
+        # Created in the future (the clock was ahead): its age is unknown.
+        return end is not None and (now >= end or self.created > now)
 
     def ttl_state(self, now: float) -> str:
         end = self.expires()
         if end is None:
             return "valid"
+        if self.created > now:
+            return "expired (created in the future)"
         return "expired" if now >= end else f"expires in {format_age(end - now)}"
 
     def as_json(self, now: float) -> dict:

@@ -109,3 +109,20 @@ def test_a_private_folder_is_used(scripts):
     assert scripts.run().stdout.split() == ["42"]
     assert _core.check_folder(str(scripts.folder / ".devstash_cache")) is None
     assert oct(os.stat(scripts.folder / ".devstash_cache").st_mode & 0o777) == "0o700"
+
+
+def test_an_entry_created_in_the_future_counts_as_expired(scripts):
+    import time
+
+    scripts.write("script.py", SCRIPT.replace("# @devstash", "# @devstash ttl=1h"))
+    scripts.run()
+    folder = str(scripts.folder / ".devstash_cache")
+    with _core.Store(folder) as store:
+        meta = store.entries()[0]
+        created, pickled, buffers = store.get(meta["key"])
+        store.put(meta["key"], pickled, buffers, created=time.time() + 86400, ttl=3600,
+                  callee=meta["callee"], site=meta["site"])
+    listing = cli(scripts, "list", env={"DEVSTASH_CACHE_DIR": folder})
+    assert "created in the future" in listing.stdout
+    assert scripts.run().stdout.split() == ["computing", "42"]    # recomputed, not trusted
+    assert scripts.run().stdout.split() == ["42"]
