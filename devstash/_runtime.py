@@ -159,7 +159,7 @@ VERBOSE = _configure_logging()
 # Bumped when the rewritten code or its sites change shape within a version.
 # 3: a marked print or append keeps running; the calls in its arguments are
 # cached (rewrite.c), and a plain expression passes the name it is assigned to.
-CODE_FORMAT = 4
+CODE_FORMAT = 5
 
 
 def code_key(source: bytes, filename: str, resume_line: int) -> bytes:
@@ -278,7 +278,7 @@ class Runtime(_core.Runtime):
                 warn(f"DEVSTASH_WAIT: {exc}; waiting up to {self.wait_seconds:.0f} s")
         self._warned = set()
         self._sites_seen = None
-        self._old_parts = {}
+        self._old_parts = None      # {site id: parts} stored by earlier runs (read on use)
         self._new_parts = {}
         self._load_failed = set()   # sites whose stored value failed to load this run
         self._unloadable = None     # see _unloadable_lines
@@ -430,7 +430,7 @@ class Runtime(_core.Runtime):
     def _compute_call(self, site, key, func, args, kwargs):
         from . import _effects
 
-        parts = self._key_parts(site, func, args, kwargs)
+        parts = self._key_parts(site, func, args, kwargs) if self._wants_parts(site) else None
         if self.verbose:
             _logger().info("devstash: miss %s (%s)", self._where(site),
                            self._miss_reason(site, parts, self.miss_why))
@@ -523,6 +523,12 @@ class Runtime(_core.Runtime):
             pass
 
     # -- miss reasons: which part of the key changed
+    def _wants_parts(self, site) -> bool:
+        """Parts are kept for one stored value a site and run (a loop's
+        thousands of misses need not hash their inputs twice), and for every
+        miss that is reported."""
+        return self.verbose or site not in self._new_parts
+
     def _key_parts(self, site, func, args, kwargs):
         """The key's parts before the call runs (it may change them)."""
         try:
@@ -530,26 +536,32 @@ class Runtime(_core.Runtime):
         except Exception:  # noqa: BLE001 - only the explanation of a miss depends on it
             return None
 
-    def _parts_key(self, site) -> bytes:
-        """Where the parts of the site's last stored value are kept: by file
-        and line; the second and later sites of one marker (the calls in a
-        marked print or append, see rewrite.c) by their rank among them too."""
+    def _site_id(self, site):
+        """A site by line, and by rank among the sites of one marker (the
+        calls in a marked print or append, see rewrite.c)."""
         line, col = self.sites[site][0], self.sites[site][1]
-        rank = sum(1 for other in self.sites[:site] if other[0] == line and other[1] == col)
-        where = ("site-parts", self.filename, line)
-        return _core.hash_value(where + (rank,) if rank else where)
+        return line, sum(1 for other in self.sites[:site] if other[0] == line and other[1] == col)
+
+    def _parts_key(self) -> bytes:
+        """Where the parts of the file's last stored values are kept: one
+        record a file, {site id: parts}."""
+        return _core.hash_value(("site-parts", self.filename))
+
+    def _all_stored_parts(self) -> dict:
+        if self._old_parts is None:
+            self._old_parts = {}
+            try:
+                data = self.store.get_code(self._parts_key()) if self.store else None
+                if data:
+                    self._old_parts = marshal.loads(data)
+            except Exception:  # noqa: BLE001 - a missing record means no explanation
+                pass
+        return self._old_parts
 
     def _stored_parts(self, site):
         """The parts of the last value stored at the site, or None."""
-        if site not in self._old_parts:
-            old = None
-            try:
-                data = self.store.get_code(self._parts_key(site)) if self.store else None
-                old = dict(_numbered(marshal.loads(data))) if data else None
-            except Exception:  # noqa: BLE001 - a missing record means no explanation
-                pass
-            self._old_parts[site] = old
-        return self._old_parts[site]
+        parts = self._all_stored_parts().get(self._site_id(site))
+        return dict(_numbered(parts)) if parts else None
 
     def _miss_reason(self, site, parts, why) -> str:
         """`why` made exact: "file data.csv changed", "global THRESH changed",
@@ -572,11 +584,13 @@ class Runtime(_core.Runtime):
         return ", ".join(said[:3]) if said else why
 
     def _write_parts(self) -> None:
-        """At exit: the parts of each site's last stored value, in one go."""
+        """At exit: the parts of each site's last stored value, one write."""
         if not self._new_parts or self.store is None:
             return
+        merged = dict(self._all_stored_parts())
         for site, parts in self._new_parts.items():
-            self.store.put_code(self._parts_key(site), marshal.dumps(parts))
+            merged[self._site_id(site)] = parts
+        self.store.put_code(self._parts_key(), marshal.dumps(merged))
         self._new_parts.clear()
 
     # -- cached forms the rewriter emits besides call()
@@ -594,10 +608,12 @@ class Runtime(_core.Runtime):
         hit, value = self.load(site, key, True)   # the miss is reported below
         if hit:
             return value
-        try:
-            parts = self.key_chain_parts(site, root, steps)
-        except Exception:  # noqa: BLE001 - only the explanation of a miss depends on it
-            parts = None
+        parts = None
+        if self._wants_parts(site):
+            try:
+                parts = self.key_chain_parts(site, root, steps)
+            except Exception:  # noqa: BLE001 - only the explanation of a miss depends on it
+                pass
         if self.verbose:
             _logger().info("devstash: miss %s (%s)", self._where(site),
                            self._miss_reason(site, parts, value))
