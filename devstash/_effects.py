@@ -79,6 +79,14 @@ def _comparable(states):
     return tuple(sorted(states.items(), key=lambda kv: kv[0]))
 
 
+def _same_state(a, b) -> bool:
+    """random's state is a tuple of ints; NumPy's holds an array."""
+    try:
+        return bool(a == b)
+    except ValueError:   # an array's truth value
+        return _core.hash_value(a) == _core.hash_value(b)
+
+
 def _set_rng(states) -> None:
     if "random" in states:
         import random
@@ -117,13 +125,14 @@ def _attr_digests(obj, depth=2, prefix=()):
 class Capture:
     """State digests taken before a miss computes (see capture())."""
 
-    def __init__(self, func, args, kwargs):
+    def __init__(self, func, args, kwargs, watch_rng=True):
         self.targets = _targets(func, args, kwargs)
         self.before = [_digest(obj) for _, obj in self.targets]
         self.attrs_before = [_attr_digests(obj) for _, obj in self.targets]
         self.shapes = [getattr(obj, "shape", None) for _, obj in self.targets]
-        self.rng_before = rng_states()
-        self.rng_before_digest = rng_digest(self.rng_before) if self.rng_before else None
+        # The generators' states as they are (their digest is made only
+        # when the call turns out to have drawn from them).
+        self.rng_before = rng_states() if watch_rng else {}
 
     def rng_changed(self) -> bool:
         """Whether a generator that existed before the call was advanced by
@@ -131,9 +140,11 @@ class Capture:
         if not self.rng_before:
             return False
         now = rng_states()
-        return any(name in now and _core.hash_value(_comparable({name: now[name]}))
-                   != _core.hash_value(_comparable({name: state}))
+        return any(name in now and not _same_state(now[name], state)
                    for name, state in self.rng_before.items())
+
+    def rng_before_digest(self) -> bytes:
+        return rng_digest(self.rng_before)
 
     def record(self, value):
         """After the call: None when it changed nothing and returned a value
@@ -215,8 +226,8 @@ def _get_path(obj, path):
     return obj
 
 
-def capture(func, args, kwargs) -> Capture:
-    return Capture(func, args, kwargs)
+def capture(func, args, kwargs, watch_rng=True) -> Capture:
+    return Capture(func, args, kwargs, watch_rng)
 
 
 def _name(where, obj) -> str:

@@ -283,6 +283,8 @@ class Runtime(_core.Runtime):
         self._load_failed = set()   # sites whose stored value failed to load this run
         self._unloadable = None     # see _unloadable_lines
         self._rng_sites = set()     # sites whose keys take the random generators' state
+        self._rng_checks = {}       # site -> misses that looked at the generators this run
+        self._extra_override = None
         self.effects_type = Effects
         if store is not None:
             self._load_rng_sites()
@@ -405,6 +407,9 @@ class Runtime(_core.Runtime):
     def _run_call(self, site, key, func, args, kwargs):
         """A miss: computes func(*args, **kwargs) and stores the value, or
         waits for another thread of this process that computes it now."""
+        threads = sys.modules.get("threading")
+        if threads is None or threads.active_count() == 1:
+            return self._compute_call(site, key, func, args, kwargs)   # nobody to wait for
         from ._inflight import inflight
 
         flights = inflight()
@@ -428,23 +433,26 @@ class Runtime(_core.Runtime):
         return value
 
     def _compute_call(self, site, key, func, args, kwargs):
-        from . import _effects
+        _effects = _effects_module()
 
         parts = self._key_parts(site, func, args, kwargs) if self._wants_parts(site) else None
         if self.verbose:
             _logger().info("devstash: miss %s (%s)", self._where(site),
                            self._miss_reason(site, parts, self.miss_why))
-        captured = _effects.capture(func, args, kwargs)
-        rng_key = self._rng_key(site, captured, func, args, kwargs)
+        captured = _effects.capture(func, args, kwargs, self._watch_rng(site))
         start = time.perf_counter()
         value = func(*args, **kwargs) if kwargs else func(*args)
         seconds = time.perf_counter() - start
         stored = self._with_effects(site, captured, value)
         if stored is _NOT_STORED:
             return value
-        if rng_key is not None and stored.__class__ is Effects and stored.rng is not None:
-            key = rng_key           # keyed by the generators' state from now on
+        if stored.__class__ is Effects and stored.rng is not None and site not in self._rng_sites:
+            # It drew from the global generators: its key takes their state
+            # from now on, this entry's the state before the call.
+            key = self._rng_key(site, captured, stored, func, args, kwargs)
             self._flag_rng(site)
+            if key is None:
+                return value
         if self._storable(site, key, func, stored) and self.save(site, key, stored, seconds, func) \
                 and parts is not None:
             self._new_parts[site] = parts
@@ -454,7 +462,7 @@ class Runtime(_core.Runtime):
     def _with_effects(self, site, captured, value):
         """What to store for value: itself, an Effects record, or
         _NOT_STORED when a change cannot be kept (warned once)."""
-        from . import _effects
+        _effects = _effects_module()
 
         try:
             record = captured.record(value)
@@ -467,7 +475,7 @@ class Runtime(_core.Runtime):
     def _restore(self, site, record, func, args, kwargs):
         """A hit whose value is a record of effects (effects_type): they are
         put back into the live objects. Should that fail, the call runs."""
-        from . import _effects
+        _effects = _effects_module()
 
         try:
             return _effects.restore(record, func, args, kwargs)
@@ -479,21 +487,36 @@ class Runtime(_core.Runtime):
     def _site_extra(self, site):
         """The global random generators' state, for sites whose calls were
         seen to draw from them (set_extra): changing the seed recomputes."""
-        from . import _effects
+        if self._extra_override is not None:
+            return self._extra_override
+        _effects = _effects_module()
 
         return _effects.rng_digest()
 
-    def _rng_key(self, site, captured, func, args, kwargs):
-        """The key with the generators' state before the call, should the
-        call turn out to draw from them (the key takes it from then on).
-        None when it already does, or no generator module is loaded."""
-        if not captured.rng_before or site in self._rng_sites:
+    def _watch_rng(self, site) -> bool:
+        """Whether a miss looks at the global generators: always at a site
+        known to draw from them, else on its first misses of a run (reading
+        the generators' state costs microseconds; a loop of misses at a site
+        that drew nothing on its first ones is not checked again)."""
+        if site in self._rng_sites:
+            return True
+        seen = self._rng_checks.get(site, 0)
+        self._rng_checks[site] = seen + 1
+        return seen < 2
+
+    def _rng_key(self, site, captured, record, func, args, kwargs):
+        """The key with the generators' state before the call (what the key
+        takes from now on). Made after the call from its inputs, so only
+        when the call changed none of them; else None: stored next time."""
+        if record.changed:
             return None
+        self._extra_override = captured.rng_before_digest()
         self.set_extra(site, True)
         try:
             return self.key_call(site, func, *args, **(kwargs or {}))
         finally:
-            self.set_extra(site, False)
+            self._extra_override = None
+            self.set_extra(site, site in self._rng_sites)
 
     def _rng_lines_key(self) -> bytes:
         return _core.hash_value(("rng-lines", self.filename))
@@ -663,7 +686,7 @@ class Runtime(_core.Runtime):
             flights.aend(key)
 
     async def _compute_acall(self, site, key, func, args, kwargs):
-        from . import _effects
+        _effects = _effects_module()
 
         captured = _effects.capture(func, args, kwargs)
         start = time.perf_counter()
@@ -684,6 +707,21 @@ class Runtime(_core.Runtime):
         if key is not None:
             self.save(site, key, value, time.perf_counter() - start, root)
         return value
+
+
+_effects_loaded = None
+
+
+def _effects_module():
+    """devstash._effects, imported on the first miss (import devstash and
+    warm runs stay without it); kept here, as `from . import` costs
+    microseconds on every call."""
+    global _effects_loaded
+    if _effects_loaded is None:
+        from . import _effects
+
+        _effects_loaded = _effects
+    return _effects_loaded
 
 
 def _numbered(parts):
