@@ -386,8 +386,10 @@ outline_restore(PyObject *code, PyObject *stubs)
     if (kwargs == NULL)
         goto done;
     PyObject *replace = PyObject_GetAttrString(code, "replace");
-    if (replace != NULL)
-        result = PyObject_Call(replace, PyTuple_New(0), kwargs);
+    PyObject *no_args = replace != NULL ? PyTuple_New(0) : NULL;
+    if (no_args != NULL)
+        result = PyObject_Call(replace, no_args, kwargs);
+    Py_XDECREF(no_args);
     Py_XDECREF(replace);
     Py_DECREF(kwargs);
 done:

@@ -101,12 +101,15 @@ rewrite_ready(void)
         PyErr_Clear();
         T.TryStar = Py_NewRef(Py_None);
     }
-    PyObject *compile = PyDict_GetItemString(PyEval_GetBuiltins(), "compile");
-    if (compile == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "builtins.compile is missing");
+    /* From the builtins module, not the running frame's builtins
+     * (PyEval_GetBuiltins is deprecated from 3.13 on). */
+    PyObject *builtins = PyImport_ImportModule("builtins");
+    if (builtins == NULL)
         goto done;
-    }
-    Py_XSETREF(T.compile, Py_NewRef(compile));
+    Py_XSETREF(T.compile, PyObject_GetAttrString(builtins, "compile"));
+    Py_DECREF(builtins);
+    if (T.compile == NULL)
+        goto done;
     Py_XSETREF(T.empty_tuple, PyTuple_New(0));
     if (T.empty_tuple == NULL)
         goto done;
@@ -148,46 +151,42 @@ node_int(PyObject *node, const char *attr)
     return n;
 }
 
-static int
-copy_location(PyObject *dst, PyObject *src)
-{
-    static const char *const attrs[] = {"lineno", "col_offset", "end_lineno", "end_col_offset"};
-    for (size_t i = 0; i < sizeof attrs / sizeof attrs[0]; i++) {
-        PyObject *v = PyObject_GetAttrString(src, attrs[i]);
-        if (v == NULL)
-            return -1;
-        int rc = PyObject_SetAttrString(dst, attrs[i], v);
-        Py_DECREF(v);
-        if (rc < 0)
-            return -1;
-    }
-    return 0;
-}
+static const char *const location_attrs[] = {"lineno", "col_offset", "end_lineno", "end_col_offset"};
 
 /* New node of `type` located at `loc`, fields given as NULL-terminated
- * (name, value) pairs; the values are borrowed. */
+ * (name, value) pairs; the values are borrowed. Every field and the location
+ * go to the constructor: a node built empty and filled in afterwards makes
+ * 3.13 warn (DeprecationWarning: missing required argument), and 3.15 raise.
+ * So callers name every field of the node's type, optional ones as None. */
 static PyObject *
 node_new(PyObject *type, PyObject *loc, ...)
 {
-    PyObject *node = PyObject_Call(type, T.empty_tuple, NULL);
-    if (node == NULL)
+    PyObject *kwargs = PyDict_New();
+    if (kwargs == NULL)
         return NULL;
     va_list ap;
     va_start(ap, loc);
     const char *name;
     while ((name = va_arg(ap, const char *)) != NULL) {
         PyObject *value = va_arg(ap, PyObject *);
-        if (value == NULL || PyObject_SetAttrString(node, name, value) < 0) {
+        if (value == NULL || PyDict_SetItemString(kwargs, name, value) < 0) {
             va_end(ap);
-            Py_DECREF(node);
+            Py_DECREF(kwargs);
             return NULL;
         }
     }
     va_end(ap);
-    if (loc != NULL && copy_location(node, loc) < 0) {
-        Py_DECREF(node);
-        return NULL;
+    for (size_t i = 0; loc != NULL && i < sizeof location_attrs / sizeof location_attrs[0]; i++) {
+        PyObject *v = PyObject_GetAttrString(loc, location_attrs[i]);
+        int rc = v == NULL ? -1 : PyDict_SetItemString(kwargs, location_attrs[i], v);
+        Py_XDECREF(v);
+        if (rc < 0) {
+            Py_DECREF(kwargs);
+            return NULL;
+        }
     }
+    PyObject *node = PyObject_Call(type, T.empty_tuple, kwargs);
+    Py_DECREF(kwargs);
     return node;
 }
 

@@ -329,3 +329,50 @@ def test_bad_markers_stop_at_activate_with_file_line_column(scripts, case):
     assert any(f'script.py", line {n}' in err for n in marker_lines), err
     assert "# @devstash" in err
     assert "MarkerError" in err
+
+
+# ---- the nodes the rewriter builds -------------------------------------------
+
+EVERY_FORM = b'''
+import asyncio
+x = slow(1, k=2)  # @devstash
+y = client.get(1).json()["items"][0]  # @devstash
+z = [i * n for i in range(3)]  # @devstash
+print(f"{slow(2)} and {slow(3)!r:>4}", sep=sep())  # @devstash
+results.extend(slow(i) for i in range(3))  # @devstash
+results.append(slow(4))  # @devstash
+class C:
+    w: int = slow(5)  # @devstash
+    def m(self):
+        return self.f(1)  # @devstash
+async def main():
+    v = await fetch(1)  # @devstash
+    u = await client.get(1).json()  # @devstash
+'''
+
+
+def test_built_nodes_are_complete():
+    """Python 3.13 warns about a node built without one of its fields
+    (DeprecationWarning: Name.__init__ missing 1 required positional
+    argument), and 3.15 refuses it: every node of a rewritten tree must have
+    every field of its type, and statements and expressions their location."""
+    import ast
+    import warnings
+
+    from devstash import _core
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tree, sites = _core.rewrite(EVERY_FORM, "forms.py", 0, tree=True)
+        compile(tree, "forms.py", "exec")
+        _core.rewrite(EVERY_FORM, "forms.py", 0)
+    assert len(sites) >= 12
+    seen = set()
+    for node in ast.walk(tree):
+        seen.add(type(node).__name__)
+        fields = vars(node)
+        missing = [f for f in node._fields if f not in fields]
+        assert not missing, (ast.dump(node), missing)
+        if isinstance(node, (ast.stmt, ast.expr)):
+            assert all(a in fields for a in ("lineno", "col_offset", "end_lineno", "end_col_offset")), ast.dump(node)
+    assert {"Lambda", "arguments", "arg", "ListComp", "Dict", "Await", "Tuple", "Constant"} <= seen
