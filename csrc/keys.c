@@ -1302,9 +1302,7 @@ name_failed_input(const char *what, Py_ssize_t index, PyObject *name)
 {
     if (error_is_fatal())
         return;
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
+    PyObject *value = PyErr_GetRaisedException();
     PyObject *msg = value != NULL ? PyObject_Str(value) : NULL;
     if (msg == NULL) {
         PyErr_Clear();
@@ -1321,9 +1319,7 @@ name_failed_input(const char *what, Py_ssize_t index, PyObject *name)
             PyErr_Format(PyExc_ValueError, "%s: %U", what, msg);
         Py_DECREF(msg);
     }
-    Py_XDECREF(type);
     Py_XDECREF(value);
-    Py_XDECREF(tb);
 }
 
 /* The paths among the receiver's direct attributes (loader.file_path):
@@ -1590,11 +1586,10 @@ keys_update_call(ds_hasher *h, PyObject *callee, PyObject *const *args, Py_ssize
             || (o->with_files && feed_path_identity(h, args[i]) < 0)) {
             part_abort(h);
             if (code != NULL && name == NULL && !error_is_fatal()) {
-                PyObject *type, *value, *tb;
-                PyErr_Fetch(&type, &value, &tb);
+                PyObject *exc = PyErr_GetRaisedException();
                 name = param_name(code, i + skip, &varnames);
                 PyErr_Clear();
-                PyErr_Restore(type, value, tb);
+                PyErr_SetRaisedException(exc);
             }
             name_failed_input("argument", i + 1, name);
             goto error;

@@ -20,7 +20,6 @@
 
 #include <errno.h>
 #include <marshal.h>
-#include <structmember.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -113,28 +112,21 @@ Runtime_store(RuntimeObject *self)
 static void
 Runtime_notify(RuntimeObject *self, const char *method, Py_ssize_t site, PyObject *arg)
 {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
+    PyObject *exc = PyErr_GetRaisedException();
     PyObject *r = PyObject_CallMethod((PyObject *)self, method, "nO", site, arg ? arg : Py_None);
     if (r == NULL)
         PyErr_WriteUnraisable((PyObject *)self);
     Py_XDECREF(r);
-    PyErr_Restore(type, value, tb);
+    PyErr_SetRaisedException(exc);
 }
 
 /* Same, for the exception currently set, which is cleared. */
 static void
 Runtime_notify_error(RuntimeObject *self, const char *method, Py_ssize_t site)
 {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (value != NULL && tb != NULL)
-        PyException_SetTraceback(value, tb);
-    Runtime_notify(self, method, site, value);
-    Py_XDECREF(type);
-    Py_XDECREF(value);
-    Py_XDECREF(tb);
+    PyObject *exc = PyErr_GetRaisedException();   /* its traceback attached */
+    Runtime_notify(self, method, site, exc);
+    Py_XDECREF(exc);
 }
 
 static void
@@ -142,13 +134,12 @@ Runtime_event(RuntimeObject *self, const char *kind, Py_ssize_t site, const char
 {
     if (!self->verbose)
         return;
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
+    PyObject *exc = PyErr_GetRaisedException();
     PyObject *r = PyObject_CallMethod((PyObject *)self, "_event", "sns", kind, site, detail);
     if (r == NULL)
         PyErr_WriteUnraisable((PyObject *)self);
     Py_XDECREF(r);
-    PyErr_Restore(type, value, tb);
+    PyErr_SetRaisedException(exc);
 }
 
 /* Checks a method's argument count (min..max; max < 0: no limit, usage
@@ -344,13 +335,12 @@ Runtime_unpickle(const ds_record *rec)
 done:
     /* The view points into the map: make sure nothing can use it later. */
     if (Py_REFCNT(view) > 1) {
-        PyObject *type, *exc, *tb;
-        PyErr_Fetch(&type, &exc, &tb);
+        PyObject *exc = PyErr_GetRaisedException();
         PyObject *r = PyObject_CallMethod(view, "release", NULL);
         if (r == NULL)
             PyErr_Clear();
         Py_XDECREF(r);
-        PyErr_Restore(type, exc, tb);
+        PyErr_SetRaisedException(exc);
     }
     Py_DECREF(view);
     Py_XDECREF(buffers);
@@ -924,6 +914,8 @@ Runtime_init(RuntimeObject *self, PyObject *args, PyObject *kwargs)
     Py_XSETREF(self->store, Py_NewRef(store));
     Py_XSETREF(self->filename, Py_NewRef(filename));
     Py_XSETREF(self->sites, Py_NewRef(sites));
+    if (self->effects_type == NULL)   /* Py_T_OBJECT_EX: None, not unset */
+        self->effects_type = Py_NewRef(Py_None);
     self->refresh_all = refresh;
     self->verbose = verbose;
     self->claims_fd = -1;
@@ -990,22 +982,22 @@ static PyMethodDef Runtime_methods[] = {
 };
 
 static PyMemberDef Runtime_members[] = {
-    {"store", T_OBJECT, offsetof(RuntimeObject, store), 0, "the Store, or None: caching off"},
-    {"filename", T_OBJECT, offsetof(RuntimeObject, filename), READONLY, "the module's file"},
-    {"effects_type", T_OBJECT, offsetof(RuntimeObject, effects_type), 0,
+    {"store", Py_T_OBJECT_EX, offsetof(RuntimeObject, store), 0, "the Store, or None: caching off"},
+    {"filename", Py_T_OBJECT_EX, offsetof(RuntimeObject, filename), Py_READONLY, "the module's file"},
+    {"effects_type", Py_T_OBJECT_EX, offsetof(RuntimeObject, effects_type), 0,
      "the class of loaded values whose effects self._restore applies"},
-    {"sites", T_OBJECT, offsetof(RuntimeObject, sites), READONLY,
+    {"sites", Py_T_OBJECT_EX, offsetof(RuntimeObject, sites), Py_READONLY,
      "(line, col, ttl, flags, kind, label) per marker"},
-    {"refresh", T_INT, offsetof(RuntimeObject, refresh_all), 0, "recompute every marked value"},
-    {"verbose", T_INT, offsetof(RuntimeObject, verbose), 0, "report every hit, miss and store"},
-    {"wait_seconds", T_DOUBLE, offsetof(RuntimeObject, wait_seconds), 0,
+    {"refresh", Py_T_INT, offsetof(RuntimeObject, refresh_all), 0, "recompute every marked value"},
+    {"verbose", Py_T_INT, offsetof(RuntimeObject, verbose), 0, "report every hit, miss and store"},
+    {"wait_seconds", Py_T_DOUBLE, offsetof(RuntimeObject, wait_seconds), 0,
      "longest wait for another process computing the same key"},
-    {"miss_why", T_STRING, offsetof(RuntimeObject, miss_why), READONLY,
+    {"miss_why", Py_T_STRING, offsetof(RuntimeObject, miss_why), Py_READONLY,
      "why the last miss of call() happened (for _run_call)"},
-    {"hits", T_LONGLONG, offsetof(RuntimeObject, hits), READONLY, "values loaded this run"},
-    {"misses", T_LONGLONG, offsetof(RuntimeObject, misses), READONLY, "values computed this run"},
-    {"stores", T_LONGLONG, offsetof(RuntimeObject, stores), READONLY, "values stored this run"},
-    {"compute_seconds", T_DOUBLE, offsetof(RuntimeObject, saved), READONLY,
+    {"hits", Py_T_LONGLONG, offsetof(RuntimeObject, hits), Py_READONLY, "values loaded this run"},
+    {"misses", Py_T_LONGLONG, offsetof(RuntimeObject, misses), Py_READONLY, "values computed this run"},
+    {"stores", Py_T_LONGLONG, offsetof(RuntimeObject, stores), Py_READONLY, "values stored this run"},
+    {"compute_seconds", Py_T_DOUBLE, offsetof(RuntimeObject, saved), Py_READONLY,
      "seconds spent computing the values stored this run"},
     {NULL, 0, 0, 0, NULL},
 };

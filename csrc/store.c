@@ -1505,8 +1505,7 @@ static void
 Store_dealloc(StoreObject *s)
 {
     if (s->env != NULL) {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
+        PyObject *exc = PyErr_GetRaisedException();
         /* Whoever began a read held a reference: nobody can still use a
          * record of a dying store. */
         if (s->gen == fork_gen && s->reading > 0) {
@@ -1516,7 +1515,7 @@ Store_dealloc(StoreObject *s)
         }
         if (store_close_impl(s) < 0)
             PyErr_WriteUnraisable(NULL);   /* not s: its refcount is 0 */
-        PyErr_Restore(type, value, tb);
+        PyErr_SetRaisedException(exc);
     }
     hits_clear(s);
     Py_XDECREF(s->path);
