@@ -953,6 +953,13 @@ feed_reduce(ds_hasher *h, PyObject *o)
         if (tr.infrastructure)
             return feed_type(h, Py_TYPE(o));
     }
+#if PY_VERSION_HEX >= 0x030C0000
+    /* Pickling itertools' iterators (count, cycle, islice, ...) warns from
+     * 3.12 (DeprecationWarning) and fails from 3.14: key them as 3.14 does,
+     * as iterators pickle refuses, without the warning. */
+    if (strncmp(Py_TYPE(o)->tp_name, "itertools.", 10) == 0 && PyIter_Check(o))
+        return feed_opaque(h, o);
+#endif
     /* Like pickle: a reducer registered with copyreg.pickle() (re.Pattern,
      * union types) comes first. */
     if (dispatch_table == NULL) {

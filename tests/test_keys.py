@@ -926,9 +926,16 @@ def test_odd_objects_are_keyed_stably():
         OddReduce(lambda: (OddReduce, (), None, None, iter([(1, 2), (3, 4)]))),
         OddReduce(lambda: "a_global_name"),
         types.ModuleType("m"), OddClass, OddClass(), io.BytesIO(b"abc"),
-        weakref.ref(OddClass), itertools.count(), sys, unittest.mock.Mock(),
+        weakref.ref(OddClass), sys, unittest.mock.Mock(),
         property(lambda s: 1), NotImplemented, object(), Exception("e"),
     ]
+    if sys.version_info < (3, 12):
+        odd.append(itertools.count())
+    else:
+        # Pickling itertools objects is deprecated in 3.12 and gone in 3.14:
+        # an iterator pickle refuses, on every version from 3.12 on.
+        with pytest.raises(ValueError, match="is an iterator"):
+            _core.hash_call_ex(f, [itertools.count()])
     with mmap.mmap(-1, 16) as m:
         odd.append(m)
         for v in odd:
