@@ -567,10 +567,30 @@ def test_marked_call_through_zero_argument_super(scripts):
     assert works or refused, proc.stderr
 
 
+def tree_compiles(source):
+    """Whether this Python compiles source's tree, given the recursion limit
+    devstash's rewrite runs with."""
+    import ast
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20_000))
+    try:
+        compile(ast.parse(source), "<tree>", "exec")
+        return True
+    except RecursionError:
+        return False
+    finally:
+        sys.setrecursionlimit(limit)
+
+
 def test_a_long_expression_python_compiles_is_rewritten_too(scripts):
     """2,500 terms: Python compiles it from text; the rewrite's trip through
     Python's tree objects must not end in a RecursionError."""
     terms = " + ".join(["1"] * 2500)
+    if not tree_compiles(f"x = {terms}\n"):
+        # 3.12.0 and 3.12.1 convert a tree with a fixed C recursion limit of
+        # 1,500 (raised to 10,000 in later 3.12 releases): no rewrite can help.
+        pytest.skip("this Python cannot compile a tree 2,500 levels deep")
     scripts.write("script.py", f"""
 import devstash
 devstash.activate()
