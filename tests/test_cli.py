@@ -310,6 +310,8 @@ print(len(s.get({key!r})[1]), s.count(), flush=True)
     reader.stdin.flush()
     second = reader.stdout.readline()
     assert reader.wait(timeout=60) == 0
+    reader.stdin.close()
+    reader.stdout.close()
     assert second.split() == [first.strip(), "3"]
     assert not [p for p in os.listdir(cache(folder)) if p.startswith(".compact-")]
     assert listing(folder, "--pattern", "load_rows")[0]["hits"] == 2
@@ -524,6 +526,7 @@ def test_doctor_clears_readers_of_dead_processes(filled):
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)
+        holder.stdout.close()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write to any folder")

@@ -9,7 +9,7 @@ from devstash import _core  # noqa: E402 - after the skip
 
 DRIVER = """
 from IPython.core.interactiveshell import InteractiveShell
-shell = InteractiveShell.instance(colors="NoColor")
+shell = InteractiveShell.instance(colors="nocolor")
 for cell in CELLS:
     result = shell.run_cell(cell, store_history=True)
     error = result.error_before_exec or result.error_in_exec
