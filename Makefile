@@ -9,7 +9,7 @@ VPY    := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SOURCES := $(wildcard csrc/*.c csrc/*.h devstash/*.py devstash/*.pyi) meson.build pyproject.toml
 
-.PHONY: demo test test-asan fuzz soak bench bench-quick sysdeps clean
+.PHONY: demo test test-pythons test-asan fuzz soak bench bench-quick sysdeps clean
 
 sysdeps:
 	@if ! command -v pkg-config >/dev/null || ! pkg-config --exists lmdb libxxhash; then \
@@ -49,6 +49,45 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/pytest
+
+# ---- every CPython ---------------------------------------------------------
+# test-pythons: the whole suite on each CPython of PYTHON_VERSIONS that this
+# machine has (tools/find-python looks on PATH, in pyenv, in /usr/bin), one
+# after another, each in a venv of its own (.venv-3.12, ...); a version that
+# is absent is named and skipped. Warnings are errors, in pytest and in every
+# script the tests run (PYTHONWARNINGS, inherited), except the third-party
+# noise listed in tests/warnings.cfg. Failures of one version do not stop the
+# others; the target fails if any failed.
+PYTHON_VERSIONS ?= 3.10 3.11 3.12 3.13 3.14 3.15
+.PRECIOUS: .venv-%/.tools .venv-%/.installed
+
+.venv-%/.tools: tests/requirements.txt | sysdeps
+	@py=$$(tools/find-python $*) || { echo "no Python $* on this machine"; exit 1; }; \
+	rm -rf .venv-$* && $$py -m venv .venv-$*
+	.venv-$*/bin/python -m pip install -q --disable-pip-version-check meson-python meson ninja -r tests/requirements.txt
+	@touch $@
+
+# The extension is built with C API deprecations as errors: what a version
+# deprecates must not be used on it (csrc/README.md).
+.venv-%/.installed: .venv-%/.tools $(SOURCES) | sysdeps
+	.venv-$*/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps --force-reinstall \
+	    -Csetup-args=-Dc_args=-Werror=deprecated-declarations .
+	@touch $@
+
+test-pythons:
+	@failed=""; ran=""; \
+	for v in $(PYTHON_VERSIONS); do \
+	    if ! tools/find-python $$v >/dev/null; then echo "test-pythons: Python $$v is not on this machine: skipped"; continue; fi; \
+	    start=$$(date +%s); \
+	    if $(MAKE) --no-print-directory .venv-$$v/.installed && \
+	       PYTHONWARNINGS="$$(tools/warning-filters)" .venv-$$v/bin/pytest -p no:cacheprovider $(PYTEST_ARGS); then \
+	        ran="$$ran $$v:ok($$(( $$(date +%s) - start ))s)"; \
+	    else \
+	        ran="$$ran $$v:FAILED($$(( $$(date +%s) - start ))s)"; failed="$$failed $$v"; \
+	    fi; \
+	done; \
+	echo "test-pythons:$$ran"; \
+	if [ -n "$$failed" ]; then echo "test-pythons: failed on$$failed"; exit 1; fi
 
 # ---- hardening: sanitizers, fuzzing, soaks ---------------------------------
 # test-asan: the extension built with AddressSanitizer + UBSan (gcc) into
@@ -91,4 +130,4 @@ soak: $(VENV)/.installed
 	$(VPY) soak/faults.py
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENVS) $(ASAN_VENV) build build-asan build-fuzz .devstash_cache
+	rm -rf $(VENV) .venv-3.* $(BENCH_VENVS) $(ASAN_VENV) build build-asan build-fuzz .devstash_cache
