@@ -318,6 +318,24 @@ class Gen312(Gen):
         return super().expr(depth + 1)
 
 
+class Gen314(Gen312):
+    """Adds Python 3.14 template strings (PEP 750): a t in place of an
+    f-string's f, in either case, nested ones included. With as_f, the same
+    seed gives the same source with every t left an f: the same comments,
+    which any 3.12+ tokenize can judge."""
+
+    def __init__(self, seed, as_f=False):
+        super().__init__(seed)
+        self.as_f = as_f
+
+    def string(self, kind=None, depth=0):
+        s = super().string(kind, depth)
+        m = re.match(r"([rRfF]{1,2})['\"]", s)
+        if m and "f" in m.group(1).lower() and self.chance(0.5) and not self.as_f:
+            s = m.group(1).replace("f", "t").replace("F", "T") + s[len(m.group(1)):]
+        return s
+
+
 GENERATED_CASES = 3000
 
 
@@ -355,6 +373,48 @@ def test_generated_pep701_sources_match_tokenize():
             failures.append((case, source, got, expected))
     assert not failures, failures[:3]
     assert compared > 500
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="needs Python 3.14's tokenize as the oracle")
+def test_generated_template_string_sources_match_tokenize():
+    failures = []
+    compared = 0
+    for case in range(1500):
+        source = Gen314(9000 + case).module()
+        if not compiles(source):
+            continue  # e.g. a t-string concatenated with a str, which 3.14 refuses
+        expected = tokenize_comments(source)
+        got = _core.comments(source)
+        compared += 1
+        if got != expected:
+            failures.append((case, source, got, expected))
+    assert not failures, failures[:3]
+    assert compared > 300
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="needs Python 3.12's tokenize as the oracle")
+def test_generated_template_strings_scan_as_their_fstring_twins():
+    """Before 3.14 no tokenize reads t-strings: each generated source must
+    have exactly the comments of its twin with f-strings, which 3.12's
+    tokenize judges."""
+    failures = []
+    compared = 0
+    for case in range(1500):
+        source, twin = Gen314(9000 + case).module(), Gen314(9000 + case, as_f=True).module()
+        if source == twin or not compiles(twin):
+            continue
+        compared += 1
+        got = _core.comments(source)
+        if got != tokenize_comments(twin):
+            failures.append((case, source, got, tokenize_comments(twin)))
+    assert not failures, failures[:3]
+    assert compared > 500
+
+
+def test_template_string_generator_makes_template_strings():
+    blob = b"".join(Gen314(9000 + case).module() for case in range(100))
+    assert re.search(rb"(?<![A-Za-z0-9_])[tT][rR]?['\"]", blob)
+    assert re.search(rb"(?<![A-Za-z0-9_])[rR][tT]['\"]", blob)
 
 
 def test_generator_covers_the_forms():
@@ -449,6 +509,63 @@ def test_fstrings_python312(source, expected):
 )
 def test_template_strings(source, expected):
     assert _core.comments(source) == expected
+
+
+# Python 3.14 template strings (PEP 750) follow the f-string rules with a t
+# prefix, in either case and with r on either side. Before 3.14 these do not
+# compile; from 3.14 on the running tokenize is the oracle too.
+TSTRING_314 = [
+    (b'T"{x}#"  # c\n', [(1, 9)]),
+    (b'Tr"{x}#" tR"#" RT"#" rT"{y}"  # c\n', [(1, 30)]),
+    (b't"""{x\n# in a field\n}#"""  # after\n', [(2, 0), (3, 7)]),
+    (b"t'{x!r:#>{w}}'  # c\n", [(1, 16)]),
+    (b't"{t"{x}"}#"  # c\n', [(1, 14)]),  # nested, same quotes
+    (b't"{x:{"#"}}" T"{{#}}"  # c\n', [(1, 23)]),
+    (b'rt"\\N{x} #"  # c\n', [(1, 13)]),  # raw: {x} is a field
+    (b't"\\N{NUMBER SIGN} {x}"  # c\n', [(1, 24)]),
+    (b'x = tf"#" + bt"#"  # c\n', [(1, 19)]),  # no such prefixes: names, then strings
+]
+
+
+@pytest.mark.parametrize("source, expected", TSTRING_314)
+def test_template_strings_python314(source, expected):
+    assert _core.comments(source) == expected
+    if sys.version_info >= (3, 14):
+        assert tokenize_comments(source) == expected
+
+
+def test_no_marker_inside_a_template_string():
+    assert markers('s = t"# @devstash"\n') == []
+    assert markers("s = Tr'{x} # @devstash'\n") == []
+    assert markers('s = t"{x:# @devstash}"\n') == []
+    assert markers('s = t"""\n# @devstash\n{x}"""\n') == []
+    assert markers('s = rt"# @devstash" + g()  # @devstash ttl=1h\n') == [(1, 27, "ttl=1h", False)]
+    # A comment inside a replacement field is code's comment, as in f-strings.
+    assert markers('s = t"""{g(  # @devstash\n)}"""\n') == [(1, 13, "", False)]
+
+
+# Grammar of later versions that the scanner reads as opaque code: its
+# comments are tokenize's on every version (tokenize does not parse).
+GRAMMAR_CASES = [
+    # PEP 695 (3.12): type parameters and type statements
+    (b"type Pair[T] = tuple[T, T]  # c\n", [(1, 28)]),
+    (b"def first[T: (int, str), *Ts, **P](x: T) -> T:  # c\n    return x  # d\n",
+     [(1, 48), (2, 14)]),
+    (b"class Box[T]:  # c\n    v: T  # d\n", [(1, 15), (2, 10)]),
+    # PEP 696 (3.13): defaults of type parameters
+    (b"def f[T = int, *Ts = *tuple[str, ...]]() -> T: ...  # c\n", [(1, 52)]),
+    (b"type Opt[T = str] = T | None  # c\n", [(1, 30)]),
+    # PEP 758 (3.14): except and except* without brackets
+    (b"try:\n    x = f()  # c\nexcept ValueError, TypeError:  # d\n    pass\n",
+     [(2, 13), (3, 31)]),
+    (b"try:\n    pass\nexcept* OSError, KeyError:  # d\n    pass\n", [(3, 28)]),
+]
+
+
+@pytest.mark.parametrize("source, expected", GRAMMAR_CASES)
+def test_later_grammar(source, expected):
+    assert _core.comments(source) == expected
+    assert tokenize_comments(source) == expected
 
 
 # ---------------------------------------------------------------------------
