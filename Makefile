@@ -71,7 +71,7 @@ PYTHON_VERSIONS ?= 3.10 3.11 3.12 3.13 3.14 3.15
 # deprecates must not be used on it (csrc/README.md).
 .venv-%/.installed: .venv-%/.tools $(SOURCES) | sysdeps
 	.venv-$*/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps --force-reinstall \
-	    -Csetup-args=-Dc_args=-Werror=deprecated-declarations .
+	    --config-settings=setup-args=-Dc_args=-Werror=deprecated-declarations .
 	@touch $@
 
 test-pythons:
