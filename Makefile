@@ -67,8 +67,9 @@ PYTHON_VERSIONS ?= 3.10 3.11 3.12 3.13 3.14 3.15
 	.venv-$*/bin/python -m pip install -q --disable-pip-version-check meson-python meson ninja -r tests/requirements.txt
 	@touch $@
 
-# The extension is built with C API deprecations as errors: what a version
-# deprecates must not be used on it (csrc/README.md).
+# The extension is built with C API deprecations as errors: what a version's
+# headers mark Py_DEPRECATED must not be used on it (the deprecations in the
+# documentation only: tests/test_c_api.py; csrc/README.md).
 .venv-%/.installed: .venv-%/.tools $(SOURCES) | sysdeps
 	.venv-$*/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps --force-reinstall \
 	    --config-settings=setup-args=-Dc_args=-Werror=deprecated-declarations .
