@@ -76,7 +76,7 @@ PYTHON_VERSIONS ?= 3.10 3.11 3.12 3.13 3.14 3.15
 	@touch $@
 
 test-pythons:
-	@failed=""; ran=""; \
+	@trap 'exit 130' INT; failed=""; ran=""; \
 	for v in $(PYTHON_VERSIONS); do \
 	    if ! tools/find-python $$v >/dev/null; then echo "test-pythons: Python $$v is not on this machine: skipped"; continue; fi; \
 	    start=$$(date +%s); \
