@@ -187,7 +187,7 @@ if y == 4:
 
 
 def ipython(scripts, *argv, input=""):
-    return run(scripts, "-m", "IPython", "--no-banner", "--colors=NoColor", "--HistoryManager.enabled=False",
+    return run(scripts, "-m", "IPython", "--no-banner", "--colors=nocolor", "--HistoryManager.enabled=False",
                *argv, input=input)
 
 
