@@ -119,7 +119,8 @@ class ScriptFinished(SystemExit):
 def _inside_handler(frame) -> bool:
     """Whether the activate() call in `frame` is covered by a try or with
     (an entry of the code's exception table). Python 3.10 has no table:
-    there, assume it is. No frame (devstash run): nothing to cover it."""
+    there, the script's source says. No frame (devstash run): nothing to
+    cover it."""
     if frame is None:
         return False
     try:
@@ -127,8 +128,35 @@ def _inside_handler(frame) -> bool:
 
         entries = dis._parse_exception_table(frame.f_code)
     except (AttributeError, ImportError):
-        return True
+        return _inside_block_310(frame)
     return any(e.start <= frame.f_lasti < e.end for e in entries)
+
+
+def _inside_block_310(frame) -> bool:
+    """Python 3.10: whether the line of the activate() call lies inside a
+    try or with statement of the module's code (functions and classes
+    aside); when the source cannot tell, assume it does."""
+    import ast
+
+    try:
+        with open(frame.f_code.co_filename, "rb") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return True
+    line = frame.f_lineno
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        start = getattr(node, "lineno", None)  # a match case has no position
+        if start is not None and not start <= line <= node.end_lineno:
+            continue
+        if isinstance(node, (ast.Try, ast.With, ast.AsyncWith)):
+            return True
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            todo.extend(getattr(node, field, ()))
+    return False
 
 
 _activation_frame = None
