@@ -23,9 +23,13 @@
  * LMDB forbids two environments on one file in a process (closing one drops
  * the other's fcntl locks), so Store objects on the same folder share one. */
 #include "env.h"
+#include "folder.h"
+#include "store.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -66,19 +70,24 @@ env_register_atfork(void)
 /* ---- errors: the one place LMDB failures become exceptions -------------- */
 
 /* Raises StoreError("<what>: <mdb_strerror(rc)>"), or "<what> '<path>': ..."
- * when a file is concerned. For system errors (rc > 0) the exception's errno
- * is set too, and filename when there is a path. */
+ * when a file is concerned; DamagedError for the codes of a damaged file.
+ * For system errors (rc > 0) the exception's errno is set too. */
 void
 store_raise(int rc, const char *what, PyObject *path)
 {
     PyObject *msg = NULL, *exc = NULL, *num = NULL;
     const char *reason = mdb_strerror(rc);
+    /* What LMDB reports for a data.mdb damaged from outside. */
+    int damaged = rc == MDB_INVALID || rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND
+                  || rc == MDB_VERSION_MISMATCH;
+    const char *hint = damaged ? " (the cache is damaged: run `devstash doctor` or delete "
+                                 "the folder)" : "";
 
-    msg = path ? PyUnicode_FromFormat("%s '%U': %s", what, path, reason)
-               : PyUnicode_FromFormat("%s: %s", what, reason);
+    msg = path ? PyUnicode_FromFormat("%s '%U': %s%s", what, path, reason, hint)
+               : PyUnicode_FromFormat("%s: %s%s", what, reason, hint);
     if (msg == NULL)
         goto error;
-    exc = PyObject_CallOneArg(ds_StoreError, msg);
+    exc = PyObject_CallOneArg(damaged ? ds_DamagedError : ds_StoreError, msg);
     if (exc == NULL)
         goto error;
     if (rc > 0) {
@@ -101,11 +110,9 @@ error:
 static void
 store_on_assert(MDB_env *env, const char *msg)
 {
-    const char *path = NULL;
-    if (mdb_env_get_path(env, &path) != 0)
-        path = NULL;
+    ds_env *e = mdb_env_get_userctx(env);
     fprintf(stderr, "devstash: the cache in %s is damaged (%s); run `devstash doctor` "
-            "or delete the folder\n", path ? path : "?", msg);
+            "or delete the folder\n", e != NULL && e->folder != NULL ? e->folder : "?", msg);
 }
 
 /* ---- environment lifetime and map size ---------------------------------- */
@@ -300,27 +307,126 @@ env_open_tables(ds_env *e)
     return -1;
 }
 
-/* mkdir -p, new folders with mode 0700: a cache holds the user's data. */
+/* ---- checking data.mdb against LMDB's own metadata ---------------------- */
+
+/* LMDB 0.9's data file begins with two meta pages (mdb.c): a 16-byte page
+ * header, then MDB_meta = u32 magic, u32 version, void *address, size_t
+ * mapsize, MDB_db dbs[2] (48 bytes each; dbs[0].md_pad holds the page size),
+ * pgno_t last_pg, txnid_t txnid, in the host's byte order. The current meta
+ * is the one with the larger txnid. Read only on 64-bit hosts and only when
+ * magic and version match: anything else is left to LMDB to judge. */
+#define LMDB_MAGIC 0xBEEFC0DEu
+#define LMDB_DATA_VERSION 1u
+#define LMDB_META_END 152   /* page header + MDB_meta up to mm_txnid's end */
+
 static int
-make_dirs(char *path)
+lmdb_read_meta(int fd, off_t at, uint32_t *psize, uint64_t *last_pg, uint64_t *txnid)
 {
-    if (mkdir(path, 0700) == 0)
-        return chmod(path, 0700);   /* whatever the umask */
-    if (errno == EEXIST)
+    unsigned char b[LMDB_META_END];
+    uint32_t magic, version;
+
+    if (pread(fd, b, sizeof b, at) != (ssize_t)sizeof b)
+        return -1;
+    memcpy(&magic, b + 16, 4);
+    memcpy(&version, b + 20, 4);
+    memcpy(psize, b + 40, 4);
+    memcpy(last_pg, b + 136, 8);
+    memcpy(txnid, b + 144, 8);
+    return magic == LMDB_MAGIC && version == LMDB_DATA_VERSION ? 0 : -1;
+}
+
+/* How many bytes data.mdb must hold for the pages its current meta page
+ * says are in use: (last_pg + 1) * page size; 0 when unknown. */
+static size_t
+lmdb_bytes_in_use(int fd)
+{
+    uint32_t psize, psize1;
+    uint64_t last, txnid, last1, txnid1;
+
+    if (sizeof(size_t) != 8 || lmdb_read_meta(fd, 0, &psize, &last, &txnid) < 0)
         return 0;
-    if (errno != ENOENT)
+    if (psize < 512 || psize > 65536 || (psize & (psize - 1)) != 0)
+        return 0;
+    if (lmdb_read_meta(fd, (off_t)psize, &psize1, &last1, &txnid1) == 0 && txnid1 > txnid)
+        last = last1;
+    if (last >= SIZE_MAX / psize)
+        return SIZE_MAX;
+    return (size_t)(last + 1) * psize;
+}
+
+/* Raises DamagedError: the file is shorter than its pages in use. Reading
+ * them through the map would kill the process with SIGBUS. */
+static void
+raise_truncated(PyObject *path, size_t have, size_t need)
+{
+    PyErr_Format(ds_DamagedError,
+                 "the cache in '%U' is damaged (data.mdb holds %zu bytes, but its pages in use "
+                 "end at byte %zu: the file was cut short): run `devstash doctor` or delete "
+                 "the folder", path, have, need);
+}
+
+/* Checks data.mdb (under the folder lock, before LMDB opens it): a file of
+ * ours that nobody else may write, not shorter than its pages in use.
+ * *size gets its size (0 when absent). 0, or -1 with an exception. */
+static int
+env_check_data(ds_env *e, PyObject *path, const char *folder, size_t *size)
+{
+    char shown[PATH_MAX + 16];
+    ds_unsafe why;
+    struct stat st;
+
+    *size = 0;
+    int fd = openat(e->dirfd, "data.mdb", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0;
+        if (errno == ELOOP && folder_check_entry(e->dirfd, folder, "data.mdb", &why) < 0
+            && why.problem[0]) {
+            folder_raise(&why);
+            return -1;
+        }
+        if (errno == EACCES && e->rdonly)
+            return 0;   /* LMDB says it better */
+        store_raise(errno, "cannot open store", path);
         return -1;
-    char *slash = strrchr(path, '/');
-    if (slash == NULL || slash == path)
+    }
+    snprintf(shown, sizeof shown, "%s/data.mdb", folder);
+    if (folder_check_fd(fd, shown, &why) < 0) {
+        int err = errno;
+        close(fd);
+        if (why.problem[0])
+            folder_raise(&why);
+        else
+            store_raise(err, "cannot open store", path);
         return -1;
-    *slash = '\0';
-    int r = make_dirs(path);
-    *slash = '/';
-    if (r < 0)
+    }
+    if (fstat(fd, &st) < 0) {
+        int err = errno;
+        close(fd);
+        store_raise(err, "cannot open store", path);
         return -1;
-    if (mkdir(path, 0700) == 0)
-        return chmod(path, 0700);
-    return errno == EEXIST ? 0 : -1;
+    }
+    *size = (size_t)st.st_size;
+    size_t need = *size ? lmdb_bytes_in_use(fd) : 0;
+    close(fd);
+    if (need > *size) {
+        raise_truncated(path, *size, need);
+        return -1;
+    }
+    return 0;
+}
+
+/* The path LMDB opens the folder by: /proc/self/fd/N, the folder already
+ * opened and checked, so that nobody can swap the folder between the checks
+ * and LMDB's opens; the path itself where /proc is not mounted. */
+static const char *
+env_open_path(ds_env *e, const char *folder, char *out, size_t size)
+{
+    struct stat st;
+    snprintf(out, size, "/proc/self/fd/%d", e->dirfd);
+    if (stat(out, &st) == 0 && st.st_dev == e->dev && st.st_ino == e->ino)
+        return out;
+    return folder;
 }
 
 /* Finds or opens the environment of a folder; creates the folder unless
@@ -329,31 +435,36 @@ ds_env *
 env_acquire(PyObject *path, const char *fspath, size_t map_size, int rdonly)
 {
     ds_env *e = NULL;
-    char *buf = NULL, *data_path;
+    char *buf = NULL;
+    char open_path[64];
     struct stat st;
-    int rc, locked = 0;
+    ds_unsafe why;
+    int rc, locked = 0, dirfd = -1;
 
     size_t n = strlen(fspath);
-    /* The folder, then its data file's path after the NUL. */
-    buf = PyMem_Malloc(2 * n + 1 + sizeof "/data.mdb");
+    buf = PyMem_Malloc(n + 1);
     if (buf == NULL) {
         PyErr_NoMemory();
         goto error;
     }
     memcpy(buf, fspath, n + 1);
-    data_path = buf + n + 1;
     while (n > 1 && buf[n - 1] == '/')
         buf[--n] = '\0';
-    if (!rdonly && make_dirs(buf) < 0) {
+    if (!rdonly && folder_make(buf) < 0) {
         store_raise(errno, "cannot create cache folder", path);
         goto error;
     }
-    if (stat(buf, &st) < 0) {
-        store_raise(errno, "cannot open cache folder", path);
+    /* The folder and the files in it: ours, and nobody else's to write. */
+    dirfd = folder_open_checked(buf, &why);
+    if (dirfd < 0) {
+        if (why.problem[0])
+            folder_raise(&why);
+        else
+            store_raise(errno, "cannot open cache folder", path);
         goto error;
     }
-    if (!S_ISDIR(st.st_mode)) {
-        store_raise(ENOTDIR, "cannot open cache folder", path);
+    if (fstat(dirfd, &st) < 0) {
+        store_raise(errno, "cannot open cache folder", path);
         goto error;
     }
     for (ds_env *it = env_list; it != NULL; it = it->next) {
@@ -363,6 +474,7 @@ env_acquire(PyObject *path, const char *fspath, size_t map_size, int rdonly)
                 goto error;
             }
             it->refs++;
+            close(dirfd);
             PyMem_Free(buf);
             return it;
         }
@@ -377,16 +489,16 @@ env_acquire(PyObject *path, const char *fspath, size_t map_size, int rdonly)
     e->dev = st.st_dev;
     e->ino = st.st_ino;
     e->fd = -1;
-    e->dirfd = open(buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (e->dirfd < 0) {
-        store_raise(errno, "cannot open cache folder", path);
-        goto error;
-    }
+    e->dirfd = dirfd;
+    dirfd = -1;
+    e->folder = buf;
+    buf = NULL;
     if ((rc = mdb_env_create(&e->env)) != 0) {
         e->env = NULL;
         store_raise(rc, "create LMDB environment", path);
         goto error;
     }
+    (void)mdb_env_set_userctx(e->env, e);
     (void)mdb_env_set_assert(e->env, store_on_assert);
     long page = sysconf(_SC_PAGESIZE);
     size_t psize = page > 0 ? (size_t)page : 4096;
@@ -400,12 +512,14 @@ env_acquire(PyObject *path, const char *fspath, size_t map_size, int rdonly)
         goto error;
     }
     locked = 1;
+    /* Before LMDB opens the file (a writable open extends it to the map
+     * size): a file cut short must not be opened, let alone grown. */
+    size_t file_size;
+    if (env_check_data(e, path, e->folder, &file_size) < 0)
+        goto error;
     /* Never below the file's size: see env_set_mapsize. */
-    size_t dirlen = strlen(buf);
-    memcpy(data_path, buf, dirlen);
-    memcpy(data_path + dirlen, "/data.mdb", sizeof "/data.mdb");
-    if (stat(data_path, &st) == 0 && (size_t)st.st_size > map_size)
-        map_size = (size_t)st.st_size;
+    if (file_size > map_size)
+        map_size = file_size;
     if ((rc = mdb_env_set_maxdbs(e->env, 4)) != 0
         || (rc = mdb_env_set_maxreaders(e->env, 510)) != 0
         || (rc = mdb_env_set_mapsize(e->env, map_size)) != 0) {
@@ -413,18 +527,38 @@ env_acquire(PyObject *path, const char *fspath, size_t map_size, int rdonly)
         goto error;
     }
     unsigned int flags = MDB_NOTLS | MDB_NOSYNC | (rdonly ? MDB_RDONLY : MDB_WRITEMAP);
-    if ((rc = mdb_env_open(e->env, buf, flags, 0600)) != 0) {
+    const char *where = env_open_path(e, e->folder, open_path, sizeof open_path);
+    if ((rc = mdb_env_open(e->env, where, flags, 0600)) != 0) {
         store_raise(rc, "cannot open store", path);
         goto error;
     }
-    flock(e->dirfd, LOCK_UN);
-    locked = 0;
     MDB_stat est;
-    if ((rc = mdb_env_get_fd(e->env, &e->fd)) != 0 || (rc = mdb_env_stat(e->env, &est)) != 0) {
+    MDB_envinfo info;
+    if ((rc = mdb_env_get_fd(e->env, &e->fd)) != 0 || (rc = mdb_env_stat(e->env, &est)) != 0
+        || (rc = mdb_env_info(e->env, &info)) != 0) {
         store_raise(rc, "cannot open store", path);
         goto error;
     }
     e->psize = est.ms_psize;
+    /* What LMDB opened is what was checked: ours, nobody else's to write. */
+    char shown[PATH_MAX + 16];
+    snprintf(shown, sizeof shown, "%s/data.mdb", e->folder);
+    if (folder_check_fd(e->fd, shown, &why) < 0) {
+        if (why.problem[0])
+            folder_raise(&why);
+        else
+            store_raise(errno, "cannot open store", path);
+        goto error;
+    }
+    /* LMDB's own account of the pages in use, against the file as it was
+     * before the open (a writable open has extended it by now). */
+    size_t in_use = (size_t)(info.me_last_pgno + 1) * e->psize;
+    if (file_size > 0 && in_use > file_size) {
+        raise_truncated(path, file_size, in_use);
+        goto error;
+    }
+    flock(e->dirfd, LOCK_UN);
+    locked = 0;
     /* Processes killed mid-read leave reader slots that pin old pages. */
     int dead = 0;
     if ((rc = mdb_reader_check(e->env, &dead)) != 0) {
@@ -437,10 +571,11 @@ env_acquire(PyObject *path, const char *fspath, size_t map_size, int rdonly)
     e->refs = 1;
     e->next = env_list;
     env_list = e;
-    PyMem_Free(buf);
     return e;
 
 error:
+    if (dirfd >= 0)
+        close(dirfd);
     if (e != NULL) {
         if (locked)
             flock(e->dirfd, LOCK_UN);
@@ -448,6 +583,7 @@ error:
             mdb_env_close(e->env);   /* also after a failed mdb_env_open */
         if (e->dirfd >= 0)
             close(e->dirfd);
+        PyMem_Free(e->folder);
         PyMem_Free(e);
     }
     PyMem_Free(buf);
@@ -471,5 +607,6 @@ env_release(ds_env *e)
         mdb_env_sync(e->env, 1);   /* best effort: callers flushed already */
     mdb_env_close(e->env);
     close(e->dirfd);
+    PyMem_Free(e->folder);
     PyMem_Free(e);
 }

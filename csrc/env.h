@@ -28,6 +28,7 @@ typedef struct ds_env {
     int stale_readers;      /* reader slots of dead processes cleared at open */
     dev_t dev;
     ino_t ino;
+    char *folder;           /* its path, for messages (PyMem) */
     struct ds_env *next;
 } ds_env;
 

@@ -50,7 +50,7 @@ core_exec(PyObject *module)
         "devstash._core.StoreError", "The LMDB store failed.", PyExc_OSError, NULL);
     if (ds_StoreError == NULL || PyModule_AddObjectRef(module, "StoreError", ds_StoreError) < 0)
         return -1;
-    if (PyModule_AddType(module, &Store_Type) < 0)
+    if (PyModule_AddType(module, &Store_Type) < 0 || store_module_init(module) < 0)
         return -1;
     if (PyModule_AddType(module, &Runtime_Type) < 0)
         return -1;

@@ -12,6 +12,13 @@
 typedef struct StoreObject StoreObject;
 extern PyTypeObject Store_Type;
 
+/* StoreError's subclass for a damaged data.mdb or value record. */
+extern PyObject *ds_DamagedError;
+
+/* Adds Store's exceptions (UnsafeFolderError, DamagedError) and functions
+ * (check_folder) to the module, after StoreError exists. 0 or -1. */
+int store_module_init(PyObject *module);
+
 /* A value record as read from the map: valid until store_read_end. */
 typedef struct {
     double created;            /* unix time the value was stored */

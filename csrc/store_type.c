@@ -1,6 +1,7 @@
 /* The Python type devstash._core.Store: a cache folder's store, for the
  * policy layer, the devstash command and tests. The C contract it wraps is
  * in store.c. */
+#include "folder.h"
 #include "store_internal.h"
 
 #include <errno.h>
@@ -847,3 +848,38 @@ PyTypeObject Store_Type = {
     .tp_getset = Store_getset,
     .tp_new = Store_new,
 };
+
+/* ---- module registration -------------------------------------------------- */
+
+PyObject *ds_DamagedError = NULL;
+
+static PyMethodDef store_functions[] = {
+    {"check_folder", folder_py_check, METH_O,
+     "check_folder(path) -> None | (problem, fix): whether a cache folder and the files"
+     " devstash opens in it are the current user's and nobody else's to write (no symbolic"
+     " links); None when they are, or when the folder does not exist."},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+store_module_init(PyObject *module)
+{
+    ds_UnsafeFolderError = PyErr_NewExceptionWithDoc(
+        "devstash._core.UnsafeFolderError",
+        "The cache folder, or a file in it, belongs to someone else, may be written by"
+        " others, or is a symbolic link: its values could run someone else's code."
+        " Attributes problem and fix say what and how.",
+        ds_StoreError, NULL);
+    if (ds_UnsafeFolderError == NULL
+        || PyModule_AddObjectRef(module, "UnsafeFolderError", ds_UnsafeFolderError) < 0)
+        return -1;
+    ds_DamagedError = PyErr_NewExceptionWithDoc(
+        "devstash._core.DamagedError",
+        "data.mdb or a value record in it is damaged (cut short, a checksum that does not"
+        " match, pages LMDB cannot read).",
+        ds_StoreError, NULL);
+    if (ds_DamagedError == NULL
+        || PyModule_AddObjectRef(module, "DamagedError", ds_DamagedError) < 0)
+        return -1;
+    return PyModule_AddFunctions(module, store_functions);
+}
