@@ -1,10 +1,16 @@
 /* The byte formats of the store's records (see record.h).
  *
  * Tables (named LMDB databases; integers little-endian, "varint" = LEB128):
- *   values  key(16) -> u8 0xD5 (magic, format 1) | f64 created |
- *                      varint pickle_len | varint nbuffers |
+ *   values  key(16) -> u8 0xD6 (magic, format 2) | u64 checksum |
+ *                      f64 created | varint pickle_len | varint nbuffers |
  *                      nbuffers x u64 end offset of buffer i within the
  *                      buffer data | pickle | buffer 0 | buffer 1 | ...
+ *           The checksum is XXH3-64 of everything after it (creation time,
+ *           lengths, pickle and buffers): one flipped bit in data.mdb and
+ *           the record reads as damaged, never as another value. A lookup
+ *           verifies it before anything is unmarshalled or unpickled (XXH3
+ *           reads ~20 GB/s: 5 ms for 100 MB). Records of format 1 (magic
+ *           0xD5, no checksum) read as absent, so they are recomputed.
  *           Cumulative end offsets give buffer i in O(1), and the lookup
  *           checks them once against the record size.
  *   meta    key(16) -> u8 1 (version) | u8 flags | f64 created | f64 compute |
@@ -18,50 +24,95 @@
  *   code    key(16) -> raw bytes (the rewriter's compiled-code cache).
  */
 #include "record.h"
+#include "checksum.h"
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+/* Inline below this size (no call, no dispatch); the library above. */
+#define INLINE_HASH_MAX ((size_t)1 << 16)
+
+uint64_t
+record_checksum(const unsigned char *p, size_t len)
+{
+    return len < INLINE_HASH_MAX ? XXH3_64bits(p, len) : checksum_bytes(p, len);
+}
 
 int
-record_parse(const unsigned char *p, size_t size, ds_record *rec)
+record_parse(const unsigned char *p, size_t size, ds_record *rec, int later)
 {
-    const unsigned char *end = p + size;
+    const unsigned char *start = p, *end = p + size;
     uint64_t pickle_len, nbuf;
 
-    if (size < 1 + 8 || p[0] != VALUES_MAGIC)
-        return 0;
-    double created = get_f64(p + 1);
-    p += 9;
+    if (size >= 1 && p[0] == VALUES_MAGIC_V1)
+        return RECORD_ABSENT;
+    if (size < RECORD_FIXED || p[0] != VALUES_MAGIC)
+        return RECORD_DAMAGED;
+    uint64_t checksum = get_u64(p + 1);
+    double created = get_f64(p + 9);
+    p += RECORD_FIXED;
     if (get_varint(&p, end, &pickle_len) < 0 || get_varint(&p, end, &nbuf) < 0)
-        return 0;
+        return RECORD_DAMAGED;
     size_t left = (size_t)(end - p);
     if (nbuf > UINT32_MAX || nbuf > left / 8)
-        return 0;
+        return RECORD_DAMAGED;
     const unsigned char *table = p;
     p += nbuf * 8;
     left = (size_t)(end - p);
     if (pickle_len > left)
-        return 0;
+        return RECORD_DAMAGED;
     size_t data_len = left - (size_t)pickle_len;
     uint64_t prev = 0;
     for (uint64_t i = 0; i < nbuf; i++) {
         uint64_t e = get_u64(table + 8 * i);
         if (e < prev || e > data_len)
-            return 0;
+            return RECORD_DAMAGED;
         prev = e;
     }
     if (prev != data_len)
-        return 0;
+        return RECORD_DAMAGED;
+    const unsigned char *data = p + pickle_len;
+    rec->checksum = checksum;
+    rec->head = start + 9;
+    rec->head_len = (size_t)(data - rec->head);
+    rec->verified = !later || data_len < RECORD_VERIFY_LATER;
+    if (rec->verified && record_checksum(start + 9, size - 9) != checksum)
+        return RECORD_DAMAGED;
     rec->created = created;
     rec->pickle = (const char *)p;
     rec->pickle_len = (size_t)pickle_len;
     rec->nbuffers = (uint32_t)nbuf;
     rec->buffer_table = table;
-    rec->buffer_data = (const char *)(p + pickle_len);
-    return 1;
+    rec->buffer_data = (const char *)data;
+    return RECORD_OK;
+}
+
+size_t
+record_header_size(uint64_t pickle_len, uint64_t nbuffers)
+{
+    return RECORD_FIXED + varint_size(pickle_len) + varint_size(nbuffers) + 8 * (size_t)nbuffers;
+}
+
+unsigned char *
+record_put_header(unsigned char *p, double created, uint64_t pickle_len, uint64_t nbuffers)
+{
+    p[0] = VALUES_MAGIC;
+    put_u64(p + 1, 0);
+    put_f64(p + 9, created);
+    p = put_varint(p + RECORD_FIXED, pickle_len);
+    return put_varint(p, nbuffers);
+}
+
+void
+record_seal(unsigned char *p, size_t size)
+{
+    put_u64(p + 1, record_checksum(p + 9, size - 9));
 }
 
 void
 store_record_buffer(const ds_record *rec, uint32_t i, const char **data, size_t *len)
 {
-    if (i >= rec->nbuffers) {
+    if (i >= rec->nbuffers || !rec->verified) {
         *data = NULL;
         *len = 0;
         return;

@@ -6,7 +6,9 @@
 
 #include "store.h"
 
-#define VALUES_MAGIC 0xD5
+#define VALUES_MAGIC 0xD6       /* format 2: with a checksum */
+#define VALUES_MAGIC_V1 0xD5    /* format 1, before checksums: read as absent */
+#define RECORD_FIXED 17         /* magic, checksum, created */
 #define META_VERSION 1
 #define META_TTL 1          /* ttl follows */
 #define META_LAST_HIT 2     /* last_hit follows */
@@ -92,9 +94,37 @@ get_varint(const unsigned char **p, const unsigned char *end, uint64_t *out)
 
 /* ---- value records ------------------------------------------------------ */
 
-/* Parses a values record; 1 if well formed, 0 otherwise. Every length is
- * checked against the record size before anything is read. */
-int record_parse(const unsigned char *p, size_t size, ds_record *rec);
+enum {
+    RECORD_DAMAGED = -1,    /* this format, but the checksum or a length is wrong */
+    RECORD_ABSENT = 0,      /* a record of the older format: recomputed */
+    RECORD_OK = 1,
+};
+
+/* Buffer data from this size on has its checksum verified while it is
+ * copied out (store_record_copy_buffers), not by the lookup. */
+#define RECORD_VERIFY_LATER ((size_t)1 << 20)
+
+/* Parses a values record: RECORD_OK (rec filled), RECORD_ABSENT or
+ * RECORD_DAMAGED. Every length is checked against the record size before
+ * anything is read. The checksum is verified here (rec->verified) unless
+ * later is set and the buffers are large: then rec holds what the copy
+ * verifies. */
+int record_parse(const unsigned char *p, size_t size, ds_record *rec, int later);
+
+/* XXH3-64 of the checksummed bytes: what the header's checksum must be. */
+uint64_t record_checksum(const unsigned char *p, size_t len);
+
+/* The size of a record's header and buffer table. */
+size_t record_header_size(uint64_t pickle_len, uint64_t nbuffers);
+
+/* Writes a record's header, its checksum left for record_seal; returns
+ * where the buffer table (nbuffers x u64 end offsets) goes, followed by the
+ * pickle and the buffers. */
+unsigned char *record_put_header(unsigned char *p, double created, uint64_t pickle_len,
+                                 uint64_t nbuffers);
+
+/* Computes and writes the checksum of a filled record of size bytes. */
+void record_seal(unsigned char *p, size_t size);
 
 /* ---- metadata records ---------------------------------------------------- */
 

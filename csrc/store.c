@@ -9,6 +9,8 @@
  * Python code runs (the hit path unpickles inside it), hence MDB_NOTLS and
  * the nesting count. */
 #include "store_internal.h"
+#include "buffer.h"
+#include "checksum.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -183,7 +185,8 @@ store_read_end(StoreObject *s)
 }
 
 int
-store_lookup(StoreObject *s, const unsigned char key[DS_DIGEST_SIZE], ds_record *rec)
+store_lookup_impl(StoreObject *s, const unsigned char key[DS_DIGEST_SIZE], ds_record *rec,
+                  int later)
 {
     MDB_val k = {DS_DIGEST_SIZE, (void *)key}, v;
 
@@ -201,7 +204,81 @@ store_lookup(StoreObject *s, const unsigned char key[DS_DIGEST_SIZE], ds_record 
         store_raise(rc, "lookup", NULL);
         return -1;
     }
-    return record_parse(v.mv_data, v.mv_size, rec);
+    int r = record_parse(v.mv_data, v.mv_size, rec, later);
+    if (r == RECORD_DAMAGED) {
+        PyErr_SetString(ds_DamagedError, "the stored value is damaged: its checksum does not "
+                        "match its bytes");
+        return DS_LOOKUP_DAMAGED;
+    }
+    return r;
+}
+
+int
+store_lookup(StoreObject *s, const unsigned char key[DS_DIGEST_SIZE], ds_record *rec)
+{
+    return store_lookup_impl(s, key, rec, 1);
+}
+
+PyObject *
+store_record_copy_buffers(const ds_record *rec)
+{
+    size_t n = rec->nbuffers;
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    char **dst = NULL;
+    const char **src = NULL;
+    size_t *lens = NULL;
+    if (list == NULL)
+        return NULL;
+    if (!rec->verified) {
+        dst = PyMem_Malloc(n * sizeof *dst);
+        src = PyMem_Malloc(n * sizeof *src);
+        lens = PyMem_Malloc(n * sizeof *lens);
+        if (dst == NULL || src == NULL || lens == NULL) {
+            PyErr_NoMemory();
+            goto error;
+        }
+    }
+    uint64_t start = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t end = get_u64(rec->buffer_table + 8 * i);
+        size_t len = (size_t)(end - start);
+        char *data;
+        PyObject *copy = buffer_alloc(len, &data);
+        if (copy == NULL)
+            goto error;
+        PyList_SET_ITEM(list, (Py_ssize_t)i, copy);
+        if (rec->verified) {
+            memcpy(data, rec->buffer_data + start, len);
+        }
+        else {
+            dst[i] = data;
+            src[i] = rec->buffer_data + start;
+            lens[i] = len;
+        }
+        start = end;
+    }
+    if (!rec->verified) {
+        uint64_t sum;
+        Py_BEGIN_ALLOW_THREADS
+        sum = checksum_copy(rec->head, rec->head_len, n, dst, src, lens);
+        Py_END_ALLOW_THREADS
+        if (sum != rec->checksum) {
+            PyErr_SetString(ds_DamagedError, "the stored value is damaged: its checksum does not "
+                            "match its bytes");
+            goto error;
+        }
+    }
+    PyMem_Free(dst);
+    PyMem_Free(src);
+    PyMem_Free(lens);
+    return list;
+
+error:
+    PyMem_Free(dst);
+    PyMem_Free(src);
+    PyMem_Free(lens);
+    Py_DECREF(list);
+    return NULL;
 }
 
 /* ---- metadata records ---------------------------------------------------- */
@@ -346,15 +423,12 @@ write_fill(StoreObject *s, MDB_txn *txn, void *arg, const char **what)
     int rc;
 
     /* The value: header, pickle and buffers copied straight into the
-     * space LMDB reserves in its page. */
+     * space LMDB reserves in its page, then the checksum over them. */
     *what = "write value";
     if ((rc = mdb_put(txn, e->values, &k, &v, MDB_RESERVE)) != 0)
         return rc;
-    unsigned char *p = v.mv_data;
-    p[0] = VALUES_MAGIC;
-    put_f64(p + 1, en->created);
-    p = put_varint(p + 9, en->pickle_len);
-    p = put_varint(p, (uint64_t)c->nviews);
+    unsigned char *p = record_put_header(v.mv_data, en->created, en->pickle_len,
+                                         (uint64_t)c->nviews);
     uint64_t offset = 0;
     for (Py_ssize_t i = 0; i < c->nviews; i++) {
         offset += (uint64_t)c->views[i].len;
@@ -369,6 +443,7 @@ write_fill(StoreObject *s, MDB_txn *txn, void *arg, const char **what)
             memcpy(p, c->views[i].buf, (size_t)c->views[i].len);
         p += c->views[i].len;
     }
+    record_seal(v.mv_data, c->record_size);
     return meta_write(s, txn, &k, &c->meta, what);
 }
 
@@ -421,8 +496,7 @@ store_write(StoreObject *s, const unsigned char key[DS_DIGEST_SIZE], const ds_en
     c.entry = e;
     c.views = views;
     c.nviews = nviews;
-    c.header_size = 1 + 8 + varint_size(e->pickle_len) + varint_size((uint64_t)n)
-                  + 8 * (size_t)n;
+    c.header_size = record_header_size(e->pickle_len, (uint64_t)n);
     if (total > SIZE_MAX - c.header_size) {
         PyErr_SetString(PyExc_OverflowError, "value too large");
         goto error;

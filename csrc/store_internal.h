@@ -56,6 +56,10 @@ void hits_forget(StoreObject *s, const unsigned char *key);
 int store_ensure(StoreObject *s);
 int store_ensure_writable(StoreObject *s);
 
+/* store_lookup; with later 0 the checksum is always verified at once. */
+int store_lookup_impl(StoreObject *s, const unsigned char key[DS_DIGEST_SIZE], ds_record *rec,
+                      int later);
+
 /* Flushes, then releases the environment. 0 or -1 with an exception. */
 int store_close_impl(StoreObject *s);
 

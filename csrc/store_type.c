@@ -142,7 +142,11 @@ Store_get(StoreObject *s, PyObject *keyobj)
     if (store_read_begin(s) < 0)
         goto error;
     reading = 1;
-    int found = store_lookup(s, key.buf, &rec);
+    int found = store_lookup_impl(s, key.buf, &rec, 0);
+    if (found == DS_LOOKUP_DAMAGED) {
+        PyErr_Clear();   /* verify() tells damaged from missing */
+        found = 0;
+    }
     if (found < 0)
         goto error;
     if (!found) {
@@ -277,9 +281,14 @@ Store_put_raw(StoreObject *s, PyObject *args)
     return store_put_raw(s, args, 0);
 }
 
-/* A raw get from one table, copied to bytes: get_code and _get_raw. */
+/* What store_get_raw reads. */
+enum { RAW_VALUE, RAW_CODE, RAW_RECORD, RAW_VERIFY };
+
+/* A raw get from one table, copied to bytes: get_code, _get_raw, and
+ * get_record (a values record whose checksum verifies: DamagedError if it
+ * does not, None for one of the older format); verify tells which. */
 static PyObject *
-store_get_raw(StoreObject *s, PyObject *keyobj, int code)
+store_get_raw(StoreObject *s, PyObject *keyobj, int what)
 {
     Py_buffer key;
     PyObject *result = NULL;
@@ -291,17 +300,38 @@ store_get_raw(StoreObject *s, PyObject *keyobj, int code)
         goto error;
     reading = 1;
     if (!s->env->have_tables) {
-        result = Py_NewRef(Py_None);
+        result = what == RAW_VERIFY ? PyUnicode_FromString("missing") : Py_NewRef(Py_None);
         goto error;
     }
     MDB_val k = {DS_DIGEST_SIZE, key.buf}, v;
-    int rc = mdb_get(s->rtxn, code ? s->env->code : s->env->values, &k, &v);
-    if (rc == MDB_NOTFOUND)
-        result = Py_NewRef(Py_None);
-    else if (rc != 0)
+    int rc = mdb_get(s->rtxn, what == RAW_CODE ? s->env->code : s->env->values, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        result = what == RAW_VERIFY ? PyUnicode_FromString("missing") : Py_NewRef(Py_None);
+        goto error;
+    }
+    if (rc != 0) {
         store_raise(rc, "read", NULL);
-    else
-        result = PyBytes_FromStringAndSize(v.mv_data, (Py_ssize_t)v.mv_size);
+        goto error;
+    }
+    if (what == RAW_RECORD || what == RAW_VERIFY) {
+        ds_record rec;
+        int r = record_parse(v.mv_data, v.mv_size, &rec, 0);
+        if (what == RAW_VERIFY) {
+            result = PyUnicode_FromString(r == RECORD_OK ? "ok" : r == RECORD_ABSENT ? "old"
+                                                                                : "damaged");
+            goto error;
+        }
+        if (r == RECORD_DAMAGED) {
+            PyErr_SetString(ds_DamagedError, "the stored value is damaged: its checksum does "
+                            "not match its bytes");
+            goto error;
+        }
+        if (r == RECORD_ABSENT) {
+            result = Py_NewRef(Py_None);
+            goto error;
+        }
+    }
+    result = PyBytes_FromStringAndSize(v.mv_data, (Py_ssize_t)v.mv_size);
 error:
     if (reading)
         store_read_end(s);
@@ -312,13 +342,25 @@ error:
 static PyObject *
 Store_get_code(StoreObject *s, PyObject *keyobj)
 {
-    return store_get_raw(s, keyobj, 1);
+    return store_get_raw(s, keyobj, RAW_CODE);
 }
 
 static PyObject *
 Store_get_raw(StoreObject *s, PyObject *keyobj)
 {
-    return store_get_raw(s, keyobj, 0);
+    return store_get_raw(s, keyobj, RAW_VALUE);
+}
+
+static PyObject *
+Store_get_record(StoreObject *s, PyObject *keyobj)
+{
+    return store_get_raw(s, keyobj, RAW_RECORD);
+}
+
+static PyObject *
+Store_verify(StoreObject *s, PyObject *keyobj)
+{
+    return store_get_raw(s, keyobj, RAW_VERIFY);
 }
 
 typedef struct {
@@ -629,7 +671,7 @@ Store_put_record(StoreObject *s, PyObject *args, PyObject *kwds)
     have_key = 1;
     if (store_ensure_writable(s) < 0)
         goto error;
-    if (!record_parse(record.buf, (size_t)record.len, &rec)) {
+    if (record_parse(record.buf, (size_t)record.len, &rec, 0) != RECORD_OK) {
         PyErr_SetString(PyExc_ValueError, "not a well-formed value record");
         goto error;
     }
@@ -814,8 +856,13 @@ static PyMethodDef Store_methods[] = {
     {"put_code", (PyCFunction)Store_put_code, METH_VARARGS, "put_code(key, data)"},
     {"info", (PyCFunction)Store_info, METH_NOARGS,
      "info() -> dict: path, map_size, page_size, last_pgno, used, entries, readers, ..."},
-    {"get_record", (PyCFunction)Store_get_raw, METH_O,
-     "get_record(key) -> bytes | None: the raw values record of key, for put_record."},
+    {"get_record", (PyCFunction)Store_get_record, METH_O,
+     "get_record(key) -> bytes | None: the values record of key, for put_record; its checksum"
+     " verified (DamagedError if it does not match). None when absent or of an older format."},
+    {"verify", (PyCFunction)Store_verify, METH_O,
+     "verify(key) -> str: 'ok' (the value's checksum matches), 'missing', 'old' (an older"
+     " devstash's format: recomputed on the next run) or 'damaged' (a checksum or length that"
+     " does not match)."},
     {"put_record", (PyCFunction)(void (*)(void))Store_put_record, METH_VARARGS | METH_KEYWORDS,
      "put_record(key, record, *, ttl=0.0, compute=0.0, callee='', site='', if_newer=False)"
      " -> bool: write a raw values record and its metadata; with if_newer, keep an entry"
