@@ -597,7 +597,7 @@ def test_import_devstash_does_not_load_the_command(scripts):
 # ---- helpers, in process ---------------------------------------------------------------
 
 def test_progress_bar_waits_a_second_and_needs_a_terminal():
-    from devstash._cli import Progress
+    from devstash._cli_common import Progress
 
     class Tty(io.StringIO):
         def isatty(self):
@@ -625,7 +625,7 @@ def test_progress_bar_waits_a_second_and_needs_a_terminal():
 
 
 def test_units():
-    from devstash._cli import format_age, format_size, parse_size
+    from devstash._cli_common import format_age, format_size, parse_size
 
     assert [format_size(n) for n in (0, 1023, 1024, 1536, 5 * 1024 ** 2, 3 * 1024 ** 3)] == \
         ["0 B", "1023 B", "1.0 KiB", "1.5 KiB", "5.0 MiB", "3.0 GiB"]
