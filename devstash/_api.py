@@ -83,7 +83,8 @@ class Entry:
     def expired(self) -> bool:
         import time
 
-        return self.ttl > 0 and time.time() - self.created > self.ttl
+        now = time.time()   # created in the future (the clock was ahead): expired
+        return self.ttl > 0 and (now - self.created > self.ttl or self.created > now)
 
     def load(self) -> Any:
         """The stored value, as a hit would return it."""

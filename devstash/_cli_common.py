@@ -114,15 +114,26 @@ class Entry:
     def expires(self):
         return self.created + self.ttl if self.ttl > 0 else None
 
+    def future(self, now: float) -> bool:
+        """Created after now: stored while the clock was ahead."""
+        return self.created > now
+
     def expired(self, now: float) -> bool:
+        """Past its ttl; an entry with a ttl created in the future counts as
+        expired too (the runtime does not load it either)."""
         end = self.expires()
-        return end is not None and now >= end
+        return end is not None and (now >= end or self.future(now))
 
     def ttl_state(self, now: float) -> str:
         end = self.expires()
         if end is None:
             return "valid"
+        if self.future(now):
+            return "expired (created in the future)"
         return "expired" if now >= end else f"expires in {format_age(end - now)}"
+
+    def age(self, now: float) -> str:
+        return "future" if self.future(now) else format_age(now - self.created)
 
     def as_json(self, now: float) -> dict:
         return {

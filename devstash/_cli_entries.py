@@ -23,7 +23,7 @@ def cmd_list(ns) -> int:
             say_empty(folder, store)
         return 0
     rows = [("KEY", "CALLEE", "SITE", "SIZE", "AGE", "TTL", "HITS")]
-    rows += [(e.hex[:12], e.name, e.shown_site(), format_size(e.size), format_age(now - e.created),
+    rows += [(e.hex[:12], e.name, e.shown_site(), format_size(e.size), e.age(now),
               e.ttl_state(now), str(e.hits)) for e in entries]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     right = {3, 4, 6}
@@ -63,7 +63,8 @@ def cmd_show(ns) -> int:
     last = f" (last {format_age(now - e.last_hit)} ago)" if e.hits and e.last_hit else ""
     rows = [
         ("key", e.hex), ("callee", e.name), ("site", e.shown_site()),
-        ("created", f"{stamp} ({format_age(now - e.created)} ago)"), ("ttl", ttl),
+        ("created", f"{stamp} ({format_age(now - e.created)} ago)" if not e.future(now)
+         else f"{stamp} (in the future: stored while the clock was ahead)"), ("ttl", ttl),
         ("compute", format_seconds(e.compute)), ("hits", f"{e.hits}{last}"),
     ]
     got = store.get(e.key)
