@@ -190,14 +190,15 @@ def shown_site(site: str) -> str:
 
 
 def check_secret(doc: Doctor) -> None:
+    refused = _signing.problem()
+    if refused is not None:
+        doc.problem(*refused)
+        return
     if os.environ.get(_signing.ENV_VAR):
         doc.ok(f"exports are signed with ${_signing.ENV_VAR}")
         return
     path = _signing.key_file()
     if not os.path.exists(path):
         doc.ok(f"signing key: none yet ({path} is created on the first export)")
-    elif _signing.loose_permissions(path):
-        doc.problem(f"the signing key {path} is readable or writable by others",
-                    f"chmod 600 {path}")
     else:
         doc.ok(f"exports are signed with the key in {path}")

@@ -425,10 +425,11 @@ def test_tampered_export_is_refused_unless_trusted(filled):
 
 
 def test_wrong_secret_is_refused(filled):
-    cli(filled.folder, "export", "team.dsx", env={"DEVSTASH_SECRET": "team-a"})
+    team_a, team_b = "team-a-secret-0123456789", "team-b-secret-0123456789"
+    cli(filled.folder, "export", "team.dsx", env={"DEVSTASH_SECRET": team_a})
     export = str(filled.folder / "team.dsx")
     other = teammate(filled)
-    proc = cli(other.folder, "import", export, env={"DEVSTASH_SECRET": "team-b"}, code=1)
+    proc = cli(other.folder, "import", export, env={"DEVSTASH_SECRET": team_b}, code=1)
     assert "refused 3 entries that fail verification (the file was signed with another " \
            "secret than $DEVSTASH_SECRET" in proc.stderr
     assert listing(other.folder) == []
@@ -436,7 +437,7 @@ def test_wrong_secret_is_refused(filled):
     proc = cli(other.folder, "import", export, code=1)
     assert "there is no signing secret here" in proc.stderr
     assert not (other.folder / "config" / "devstash" / "secret").exists()
-    cli(other.folder, "import", export, env={"DEVSTASH_SECRET": "team-a"})
+    cli(other.folder, "import", export, env={"DEVSTASH_SECRET": team_a})
     assert run(other).stdout == "done 1 2 1000 hello world 1 \n"
 
 
