@@ -64,8 +64,14 @@ def add_commands(commands, common) -> None:
     add_filters(p)
     p.add_argument("--json", action="store_true", help="print a JSON list (for scripts)")
 
-    p = add("show", cmd_show, "show one entry and a summary of its value")
+    p = add("show", cmd_show, "show one entry and a summary of its value",
+            "Show one entry: its metadata, and its value's size and type. A value stored with "
+            "marshal (built-in types) is previewed; a pickle is not loaded, since loading one "
+            "runs the code it names, unless --load is given.")
     p.add_argument("key", metavar="KEY", help="the key, or any unique hex prefix of it")
+    p.add_argument("--load", action="store_true",
+                   help="unpickle the value to show it (runs the code the pickle names: only "
+                        "for a cache you trust)")
 
     p = add("clear", cmd_clear, "remove entries",
             "Remove entries: --all, or those matching every selector given.")

@@ -222,8 +222,17 @@ def open_store(folder: str, readonly: bool):
     try:
         return _core.Store(folder, readonly=readonly)
     except (OSError, _core.StoreError) as exc:
-        raise CliError(f"cannot open the cache {folder}: {describe(exc)} "
-                       "(`devstash doctor` says more)") from None
+        raise CliError(store_problem(folder, exc)) from None
+
+
+def store_problem(folder: str, exc) -> str:
+    """What to say when the store of folder cannot be opened."""
+    if isinstance(exc, _core.UnsafeFolderError):
+        return f"refusing the cache {folder}: {exc.problem}; fix: {exc.fix}"
+    message = describe(exc)
+    if "devstash doctor" in message:   # a damaged store says what to do
+        return f"cannot open the cache {folder}: {message}"
+    return f"cannot open the cache {folder}: {message} (`devstash doctor` says more)"
 
 
 def load_entries(store) -> list:

@@ -1,11 +1,17 @@
-"""`devstash doctor`: says what is wrong with a cache and how to fix it."""
+"""`devstash doctor`: says what is wrong with a cache and how to fix it.
+
+It never loads a value: unpickling runs code, and a cache that doctor is
+asked about may hold someone else's. It checks that the folder is safe to
+use, that the store opens, and every value's checksum.
+"""
 import json
 import os
+import re
 import time
 
 from . import _core, _signing
 from ._cli_common import CORRUPT_CODES, Entry, cache_folder, describe, format_size, load_entries
-from ._cli_values import FromScript, load_value
+from ._cli_values import references_main, record_layout
 
 
 def probe(folder: str) -> dict:
@@ -50,14 +56,11 @@ def examine(folder: str) -> dict:
     try:
         store = _core.Store(folder, readonly=True)
     except (OSError, _core.StoreError) as exc:
-        message = describe(exc)
-        kind = "corrupt" if any(code in message for code in CORRUPT_CODES) else "other"
-        if getattr(exc, "errno", None) in (13, 1):   # EACCES, EPERM
-            kind = "access"
-        return {"error": message, "kind": kind}
+        return {"error": describe(exc), "kind": error_kind(exc)}
     now = time.time()
     report = {"stale_readers": store.check_readers(), "entries": 0, "size": 0, "expired": 0,
-              "expired_size": 0, "missing": {}, "broken": {}, "from_script": 0}
+              "expired_size": 0, "future": 0, "missing": {}, "damaged": {}, "old": 0,
+              "from_script": 0}
     try:
         entries = load_entries(store)
         report["entries"] = len(entries)
@@ -66,25 +69,44 @@ def examine(folder: str) -> dict:
             if e.expired(now):
                 report["expired"] += 1
                 report["expired_size"] += e.size
-            got = store.get(e.key)
-            if got is None:
-                report["missing"][e.site] = report["missing"].get(e.site, 0) + 1
-                continue
+            if e.future(now):
+                report["future"] += 1
             try:
-                _value, error = load_value(got[1], got[2], e.file)
-            except FromScript:
-                report["from_script"] += 1
+                record = store.get_record(e.key)   # its checksum verified
+            except _core.DamagedError:
+                report["damaged"][e.site] = report["damaged"].get(e.site, 0) + 1
                 continue
-            if error is not None:
-                count, _first = report["broken"].get(e.site, (0, error))
-                report["broken"][e.site] = (count + 1, _first)
+            if record is None:
+                if store.verify(e.key) == "old":
+                    report["old"] += 1
+                else:
+                    report["missing"][e.site] = report["missing"].get(e.site, 0) + 1
+                continue
+            start, pickle_len, _data = record_layout(record)
+            if references_main(record[start:start + pickle_len]):
+                report["from_script"] += 1
     except (OSError, _core.StoreError) as exc:
-        message = describe(exc)
-        kind = "corrupt" if any(code in message for code in CORRUPT_CODES) else "other"
-        return {"error": message, "kind": kind}
+        return {"error": describe(exc), "kind": error_kind(exc)}
     finally:
         store.close()
     return report
+
+
+def error_kind(exc) -> str:
+    if isinstance(exc, _core.DamagedError) or any(code in str(exc) for code in CORRUPT_CODES):
+        return "corrupt"
+    if getattr(exc, "errno", None) in (13, 1):   # EACCES, EPERM
+        return "access"
+    return "other"
+
+
+_HINT = re.compile(r"(: run `devstash doctor` or delete the folder| \(the cache is damaged: run "
+                   r"`devstash doctor` or delete the folder\))$")
+
+
+def without_hint(message: str) -> str:
+    """A damaged store's message without its advice to run doctor."""
+    return _HINT.sub("", message)
 
 
 class Doctor:
@@ -109,10 +131,12 @@ def cmd_doctor(ns) -> int:
         doc.ok("no cache folder yet: nothing is cached (the first cached run creates it)")
         print("no problems found")
         return 0
-    if not os.path.isdir(folder):
+    if not os.path.islink(folder) and not os.path.isdir(folder):
         doc.problem(f"{folder} is not a folder: devstash runs uncached",
                     "remove it, or set DEVSTASH_CACHE_DIR to another path")
         return 1
+    if not check_folder(doc, folder):
+        return 1   # not opened: what is in it may be someone else's
     if not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
         doc.problem("the folder is read-only for you: scripts run uncached (with a warning)",
                     f"chmod u+rwx {folder}, or set DEVSTASH_CACHE_DIR to a writable folder")
@@ -131,6 +155,24 @@ def cmd_doctor(ns) -> int:
     return 1 if doc.problems else 0
 
 
+def check_folder(doc: "Doctor", folder: str) -> bool:
+    """The checks every open of the store makes (see folder.c): whether the
+    folder and its files are yours and nobody else's to write."""
+    try:
+        unsafe = _core.check_folder(folder)
+    except OSError as exc:
+        doc.problem(f"cannot examine {folder}: {describe(exc)}",
+                    "give yourself access to it, or set DEVSTASH_CACHE_DIR to another path")
+        return False
+    if unsafe is None:
+        doc.ok("the folder and its files are yours, and nobody else can write them")
+        return True
+    problem, fix = unsafe
+    doc.problem(f"{problem}; scripts run uncached (with a warning) and the devstash commands "
+                "refuse the folder", fix)
+    return False
+
+
 def check_store(doc: Doctor, folder: str) -> None:
     for name in ("data.mdb", "lock.mdb"):
         path = os.path.join(folder, name)
@@ -143,7 +185,7 @@ def check_store(doc: Doctor, folder: str) -> None:
                     f"delete the folder: rm -r {folder} (the cache refills on the next runs)")
     elif "error" in report:
         if report["kind"] == "corrupt":
-            doc.problem(f"data.mdb is damaged: {report['error']}",
+            doc.problem(f"data.mdb is damaged: {without_hint(report['error'])}",
                         f"devstash clear --all (or delete the folder {folder})")
         elif report["kind"] == "access":
             doc.problem(f"the store cannot be opened: {report['error']}",
@@ -167,21 +209,34 @@ def report_store(doc: Doctor, report: dict) -> None:
     if report["expired"]:
         doc.ok(f"{report['expired']} expired {'entry' if report['expired'] == 1 else 'entries'} "
                f"({format_size(report['expired_size'])}): `devstash clear --expired` frees them")
+    if report["future"]:
+        n = report["future"]
+        doc.ok(f"{n} {'entry was' if n == 1 else 'entries were'} stored while the clock was ahead "
+               "(created in the future): with a ttl, they count as expired")
+    if report["old"]:
+        n = report["old"]
+        doc.ok(f"{n} {'entry was' if n == 1 else 'entries were'} stored by an older devstash "
+               "(without a checksum): their scripts recompute them on the next run")
     if report["from_script"]:
         doc.ok(f"{report['from_script']} {'entry holds' if report['from_script'] == 1 else 'entries hold'} "
                "classes defined in their script (__main__): only that script loads them")
+    damaged = report["damaged"]
+    if damaged:
+        count = sum(damaged.values())
+        doc.problem(f"{count} {'entry is' if count == 1 else 'entries are'} damaged (the checksum of "
+                    "the stored value does not match its bytes): "
+                    + ", ".join(f"{shown_site(s)}" + (f" ({c})" if c > 1 else "")
+                                for s, c in sorted(damaged.items())),
+                    "their scripts recompute and replace them on the next run (with one warning); "
+                    "or devstash clear --site FILE:LINE")
+    else:
+        n = report["entries"] - sum(report["missing"].values()) - report["old"]
+        doc.ok(f"every stored value matches its checksum ({n} checked)")
     if report["missing"]:
         count = sum(report["missing"].values())
         doc.problem(f"{count} {'entry has' if count == 1 else 'entries have'} metadata but no "
                     f"readable value: {', '.join(shown_site(s) for s in sorted(report['missing']))}",
                     "they are recomputed on the next run; or devstash clear --site FILE:LINE")
-    if report["broken"]:
-        count = sum(c for c, _ in report["broken"].values())
-        lines = "; ".join(f"{shown_site(site)} ({c}: {why})"
-                          for site, (c, why) in sorted(report["broken"].items()))
-        doc.problem(f"{count} {'entry fails' if count == 1 else 'entries fail'} to unpickle: {lines}",
-                    "their scripts recompute and replace them on the next run; "
-                    "or devstash clear --site FILE:LINE")
 
 
 def shown_site(site: str) -> str:

@@ -5,7 +5,8 @@ import time
 
 from ._cli_common import (CliError, Entry, cache_folder, format_age, format_seconds, format_size,
                           load_entries, matches, open_store, say_empty, sort_key)
-from ._cli_values import FromScript, load_value, short_repr, type_name
+from ._cli_values import (FromScript, is_pickle, load_marshal, load_value, pickle_type, short_repr,
+                          type_name)
 
 
 def cmd_list(ns) -> int:
@@ -67,27 +68,48 @@ def cmd_show(ns) -> int:
          else f"{stamp} (in the future: stored while the clock was ahead)"), ("ttl", ttl),
         ("compute", format_seconds(e.compute)), ("hits", f"{e.hits}{last}"),
     ]
-    got = store.get(e.key)
-    if got is None:
-        rows += [("size", format_size(e.size)), ("value", "missing or unreadable value record")]
-    else:
-        _created, pickled, buffers = got
-        extra = f", {len(buffers)} out-of-band buffer{'s' if len(buffers) != 1 else ''}" if buffers else ""
-        encoding = "pickle" if pickled[:1] == b"\x80" else "marshal"
-        rows.append(("size", f"{format_size(e.size)} ({encoding} {format_size(len(pickled))}{extra})"))
-        try:
-            value, error = load_value(pickled, buffers, e.file)
-        except FromScript as exc:
-            rows.append(("value", f"cannot load here: it holds {exc}, a class defined in the "
-                                  "script itself; only that script can load it"))
-        else:
-            if error is not None:
-                rows.append(("value", f"cannot be unpickled: {error}"))
-            else:
-                rows += [("type", type_name(value)), ("value", short_repr(value))]
+    rows += value_rows(store, e, ns.load)
     for name, text in rows:
         print(f"{name:<8} {text}")
     return 0
+
+
+def value_rows(store, e: Entry, load: bool) -> list:
+    """size, type and value rows of `show`. A pickle is loaded (which runs
+    whatever code it names) only when asked to; a value stored with marshal
+    (built-in types only) is previewed."""
+    state = store.verify(e.key)
+    if state != "ok":
+        why = {"damaged": "damaged: its checksum does not match its bytes; the next run of its "
+                          "script recomputes it (`devstash doctor` checks every entry)",
+               "old": "stored by an older devstash: the next run of its script recomputes it"}
+        return [("size", format_size(e.size)),
+                ("value", why.get(state, "missing or unreadable value record"))]
+    got = store.get(e.key)
+    if got is None:
+        return [("size", format_size(e.size)), ("value", "missing or unreadable value record")]
+    _created, data, buffers = got
+    extra = f", {len(buffers)} out-of-band buffer{'s' if len(buffers) != 1 else ''}" if buffers else ""
+    pickled = is_pickle(data, buffers)
+    encoding = "pickle" if pickled else "marshal"
+    rows = [("size", f"{format_size(e.size)} ({encoding} {format_size(len(data))}{extra})")]
+    if not pickled:
+        value, error = load_marshal(data)
+        if error is not None:
+            return rows + [("value", f"cannot be read: {error}")]
+        return rows + [("type", type_name(value)), ("value", short_repr(value))]
+    if not load:
+        return rows + [("type", pickle_type(data)),
+                       ("value", f"not loaded: loading a pickle runs the code it names "
+                                 f"(`devstash show --load {e.hex[:12]}` loads it)")]
+    try:
+        value, error = load_value(data, buffers, e.file)
+    except FromScript as exc:
+        return rows + [("value", f"cannot load here: it holds {exc}, a class defined in the "
+                                 "script itself; only that script can load it")]
+    if error is not None:
+        return rows + [("value", f"cannot be unpickled: {error}")]
+    return rows + [("type", type_name(value)), ("value", short_repr(value))]
 
 
 def cmd_stats(ns) -> int:

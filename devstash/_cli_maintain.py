@@ -4,7 +4,7 @@ import time
 
 from . import _core
 from ._cli_common import (CORRUPT_CODES, CliError, FolderLock, cache_folder, describe, format_size,
-                          has_store, load_entries, matches, open_store)
+                          has_store, load_entries, matches, open_store, store_problem)
 
 
 def cmd_clear(ns) -> int:
@@ -41,8 +41,8 @@ def clear_damaged(folder: str, exc) -> int:
     """clear --all of a store LMDB cannot open because its file is damaged:
     remove the files (under the folder lock every opener takes)."""
     message = describe(exc)
-    if not any(code in message for code in CORRUPT_CODES):
-        raise CliError(f"cannot open the cache {folder}: {message}")
+    if not isinstance(exc, _core.DamagedError) and not any(code in message for code in CORRUPT_CODES):
+        raise CliError(store_problem(folder, exc))
     with FolderLock(folder):
         for name in ("data.mdb", "lock.mdb"):
             try:
