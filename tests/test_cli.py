@@ -420,20 +420,22 @@ def test_tampered_export_is_refused_unless_trusted(filled):
     cli(filled.folder, "export", "team.dsx")
     export = filled.folder / "team.dsx"
     data = export.read_bytes()
-    assert data.count(b"hello world 1") == 1    # in the pickle of slow(1)'s value
-    export.write_bytes(data.replace(b"hello world 1", b"HELLO WORLD 1"))
+    assert data.count(b'"ttl":3600.0') == 1    # in the metadata of slow(1)'s entry
+    export.write_bytes(data.replace(b'"ttl":3600.0', b'"ttl":7200.0'))
     other = teammate(filled)
     env = {"XDG_CONFIG_HOME": str(filled.folder / "config")}
     proc = cli(other.folder, "import", str(export), env=env, code=1)
-    assert proc.stdout.startswith("imported 2 entries")
-    assert proc.stderr == ("devstash: refused 1 entry that fails verification (they were altered "
-                           "after export); pass --trust to import unverified entries anyway\n")
-    out = run(other).stdout
-    assert "computing 1" in out and "computing 2" not in out
-    cli(other.folder, "clear", "--all")
+    assert proc.stdout == ""    # refused as a whole
+    assert proc.stderr == (
+        f"devstash: refused {export}: its signature does not verify (its entries do not match its "
+        "signed trailer: entries were dropped, added or changed after export); nothing was "
+        "imported; pass --trust to import its entries anyway\n")
+    assert listing(other.folder) == []
     proc = cli(other.folder, "import", "--trust", str(export), env=env)
+    assert proc.stdout.startswith("imported 3 entries")
     assert "1 not verified, imported because of --trust" in proc.stdout
-    assert run(other).stdout == "done 1 2 1000 HELLO WORLD 1 \n"
+    assert {e["ttl"] for e in listing(other.folder)} == {None, 7200.0}
+    assert run(other).stdout == "done 1 2 1000 hello world 1 \n"
 
 
 def test_wrong_secret_is_refused(filled):
@@ -464,7 +466,7 @@ def test_import_bad_files(filled):
     other = teammate(filled)
     env = {"XDG_CONFIG_HOME": str(folder / "config")}
     err = cli(other.folder, "import", str(folder / "cut.dsx"), env=env, code=1).stderr
-    assert err == f"devstash: {folder / 'cut.dsx'} is truncated or damaged\n"
+    assert err == f"devstash: {folder / 'cut.dsx'} is truncated or damaged; nothing was imported\n"
 
 
 def test_export_of_missing_cache_is_empty(scripts):
