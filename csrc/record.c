@@ -21,7 +21,11 @@
  *           one marked line: storing its strings once keeps an entry's
  *           bookkeeping small (the benchmark allows 200 bytes per entry).
  *           Site records are never deleted: there is one per marked line.
- *   code    key(16) -> raw bytes (the rewriter's compiled-code cache).
+ *   code    key(16) -> u8 0xC5 | u64 checksum | data (the rewriter's
+ *           compiled-code cache, which replaces a whole script, and what the
+ *           policy layer remembers). The checksum is XXH3-64 of data; a
+ *           record without one (an older devstash's) or that fails it reads
+ *           as absent.
  */
 #include "record.h"
 #include "checksum.h"
@@ -107,6 +111,24 @@ void
 record_seal(unsigned char *p, size_t size)
 {
     put_u64(p + 1, record_checksum(p + 9, size - 9));
+}
+
+void
+code_seal(unsigned char *p, size_t size)
+{
+    p[0] = CODE_MAGIC;
+    put_u64(p + 1, record_checksum(p + CODE_HEADER, size - CODE_HEADER));
+}
+
+int
+code_parse(const unsigned char *p, size_t size, const unsigned char **data, size_t *len)
+{
+    if (size < CODE_HEADER || p[0] != CODE_MAGIC
+        || record_checksum(p + CODE_HEADER, size - CODE_HEADER) != get_u64(p + 1))
+        return 0;
+    *data = p + CODE_HEADER;
+    *len = size - CODE_HEADER;
+    return 1;
 }
 
 void

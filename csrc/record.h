@@ -126,6 +126,18 @@ unsigned char *record_put_header(unsigned char *p, double created, uint64_t pick
 /* Computes and writes the checksum of a filled record of size bytes. */
 void record_seal(unsigned char *p, size_t size);
 
+/* ---- code records --------------------------------------------------------- */
+
+#define CODE_MAGIC 0xC5
+#define CODE_HEADER 9           /* magic, checksum */
+
+/* Writes the header of a code record of size bytes whose data (after the
+ * header) is in place. */
+void code_seal(unsigned char *p, size_t size);
+
+/* 1 and the data of a code record whose checksum matches; 0 otherwise. */
+int code_parse(const unsigned char *p, size_t size, const unsigned char **data, size_t *len);
+
 /* ---- metadata records ---------------------------------------------------- */
 
 typedef struct {

@@ -2,7 +2,7 @@
  *   "values": key(16) -> record (checksum, creation time, pickle, out-of-band
  *             buffers)
  *   "meta":   key(16) -> metadata (callee, call site, ttl, size, hits, ...)
- *   "code":   key(16) -> marshalled rewritten code (the rewriter's cache)
+ *   "code":   key(16) -> checksum, marshalled rewritten code (the rewriter's cache)
  * The hit path (store_read_begin / store_lookup / store_read_end) runs with
  * no Python objects created; writes are short transactions. */
 #ifndef DEVSTASH_STORE_H

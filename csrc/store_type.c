@@ -224,13 +224,15 @@ typedef struct {
     MDB_dbi dbi;
     const char *data;
     size_t len;
+    int sealed;             /* a code record: header and checksum first */
 } raw_ctx;
 
 static int
 raw_fill(StoreObject *s, MDB_txn *txn, void *arg, const char **what)
 {
     raw_ctx *c = arg;
-    MDB_val k = {DS_DIGEST_SIZE, (void *)c->key}, v = {c->len, NULL};
+    size_t head = c->sealed ? CODE_HEADER : 0;
+    MDB_val k = {DS_DIGEST_SIZE, (void *)c->key}, v = {head + c->len, NULL};
     int rc;
 
     DS_UNUSED(s);
@@ -238,7 +240,9 @@ raw_fill(StoreObject *s, MDB_txn *txn, void *arg, const char **what)
     if ((rc = mdb_put(txn, c->dbi, &k, &v, MDB_RESERVE)) != 0)
         return rc;
     if (c->len)
-        memcpy(v.mv_data, c->data, c->len);
+        memcpy((char *)v.mv_data + head, c->data, c->len);
+    if (c->sealed)
+        code_seal(v.mv_data, v.mv_size);
     return 0;
 }
 
@@ -256,8 +260,12 @@ store_put_raw(StoreObject *s, PyObject *args, int code)
     have_key = 1;
     if (store_ensure_writable(s) < 0)
         goto error;
-    raw_ctx c = {key.buf, code ? s->env->code : s->env->values, data.buf, (size_t)data.len};
-    if (store_write_txn(s, raw_fill, &c, c.len + 64) < 0)
+    raw_ctx c = {key.buf, code ? s->env->code : s->env->values, data.buf, (size_t)data.len, code};
+    if (c.len > SIZE_MAX - 64 - CODE_HEADER) {
+        PyErr_SetString(PyExc_OverflowError, "value too large");
+        goto error;
+    }
+    if (store_write_txn(s, raw_fill, &c, c.len + 64 + CODE_HEADER) < 0)
         goto error;
     if (!code)
         hits_forget(s, key.buf);
@@ -311,6 +319,18 @@ store_get_raw(StoreObject *s, PyObject *keyobj, int what)
     }
     if (rc != 0) {
         store_raise(rc, "read", NULL);
+        goto error;
+    }
+    if (what == RAW_CODE) {
+        const unsigned char *data;
+        size_t len;
+        /* A code record that fails its checksum (or an older devstash's,
+         * without one) is as good as absent: the caller rewrites the
+         * source again and replaces it. */
+        if (code_parse(v.mv_data, v.mv_size, &data, &len))
+            result = PyBytes_FromStringAndSize((const char *)data, (Py_ssize_t)len);
+        else
+            result = Py_NewRef(Py_None);
         goto error;
     }
     if (what == RAW_RECORD || what == RAW_VERIFY) {

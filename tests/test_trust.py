@@ -575,3 +575,21 @@ def test_an_intact_export_still_imports(exported):
     out = cli(exported.other.folder, "import", str(exported.export), env=exported.env).stdout
     assert out.startswith("imported 2 entries (")
     assert run(exported.other).stdout == "done 1 2\n"
+
+
+def test_a_flipped_byte_in_the_compiled_code_cache_is_never_run(scripts):
+    """The rewriter's cache replaces the whole script on a warm run: a code
+    record that fails its checksum is rewritten from the source again."""
+    scripts.path = scripts.write("script.py", HEADER + """
+def slow(x):
+    return x * 2
+
+v = slow(21)  # @devstash
+print("the answer is", v, "CONSTANT-OF-THE-SCRIPT")
+""")
+    assert run(scripts).stdout == "the answer is 42 CONSTANT-OF-THE-SCRIPT\n"
+    flip_byte_after(scripts.folder, b"CONSTANT-OF-THE-SCRIPT", offset=3)
+    proc = run(scripts)
+    assert proc.stdout == "the answer is 42 CONSTANT-OF-THE-SCRIPT\n"
+    assert not devstash_lines(proc.stderr)
+    assert run(scripts).stdout == "the answer is 42 CONSTANT-OF-THE-SCRIPT\n"
