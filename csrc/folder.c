@@ -44,16 +44,15 @@ folder_make(char *path)
     return errno == EEXIST ? 0 : -1;
 }
 
-/* "alice (uid 1001)", or with comma "alice, uid 1001" (to go inside
- * parentheses); "uid 1001" for a uid with no name here. */
+/* " (alice)" for a uid with a name here, else "". */
 static void
-describe_uid(uid_t uid, int comma, char *out, size_t size)
+uid_name(uid_t uid, char *out, size_t size)
 {
     struct passwd *pw = getpwuid(uid);
     if (pw != NULL && pw->pw_name != NULL)
-        snprintf(out, size, comma ? "%s, uid %u" : "%s (uid %u)", pw->pw_name, (unsigned)uid);
+        snprintf(out, size, " (%s)", pw->pw_name);
     else
-        snprintf(out, size, "uid %u", (unsigned)uid);
+        out[0] = '\0';
 }
 
 static const char *
@@ -71,15 +70,15 @@ check_stat(const struct stat *st, const char *shown, const char *folder, int is_
            ds_unsafe *why)
 {
     uid_t me = geteuid();
-    char owner[128], mine[128];
+    char owner[128];
 
     if (st->st_uid != me) {
-        describe_uid(st->st_uid, 0, owner, sizeof owner);
-        describe_uid(me, 1, mine, sizeof mine);
+        uid_name(st->st_uid, owner, sizeof owner);
         snprintf(why->problem, sizeof why->problem,
-                 "%s %s belongs to %s, not to you (%s): its owner could plant values "
-                 "there that run code as you when loaded",
-                 is_dir ? "the cache folder" : "the file", shown, owner, mine);
+                 "%s %s is owned by user id %u%s, not by you (user id %u): its owner could "
+                 "plant values there that run code as you when loaded",
+                 is_dir ? "the cache folder" : "the file", shown, (unsigned)st->st_uid, owner,
+                 (unsigned)me);
         snprintf(why->fix, sizeof why->fix,
                  "use a cache folder of your own (DEVSTASH_CACHE_DIR), or, if it is yours, "
                  "`chown -R %u %s`; else remove it (`rm -r %s`)",
@@ -88,10 +87,10 @@ check_stat(const struct stat *st, const char *shown, const char *folder, int is_
     }
     if (st->st_mode & WRITABLE_BY_OTHERS) {
         snprintf(why->problem, sizeof why->problem,
-                 "%s %s is writable by %s (mode %04o): they could plant values there "
-                 "that run code as you when loaded",
+                 "%s %s has mode %04o: %s can write it, and could plant values there that "
+                 "run code as you when loaded",
                  is_dir ? "the cache folder" : "the file", shown,
-                 writers(st->st_mode), (unsigned)(st->st_mode & 07777));
+                 (unsigned)(st->st_mode & 07777), writers(st->st_mode));
         snprintf(why->fix, sizeof why->fix, "`chmod %s %s`", is_dir ? "700" : "600", shown);
         return -1;
     }
@@ -216,14 +215,19 @@ folder_raise(const ds_unsafe *why)
     PyObject *num = PyLong_FromLong(EPERM);
     PyObject *problem = PyUnicode_DecodeFSDefault(why->problem);
     PyObject *fix = PyUnicode_DecodeFSDefault(why->fix);
-    if (num != NULL && problem != NULL && fix != NULL
+    PyObject *text = PyObject_Str(exc);
+    /* strerror too: the policy layer words an EPERM with one as a refusal
+     * ("not using the cache: ..."). */
+    if (num != NULL && problem != NULL && fix != NULL && text != NULL
         && PyObject_SetAttrString(exc, "errno", num) == 0
+        && PyObject_SetAttrString(exc, "strerror", text) == 0
         && PyObject_SetAttrString(exc, "problem", problem) == 0
         && PyObject_SetAttrString(exc, "fix", fix) == 0)
         PyErr_SetObject(ds_UnsafeFolderError, exc);
     Py_XDECREF(num);
     Py_XDECREF(problem);
     Py_XDECREF(fix);
+    Py_XDECREF(text);
     Py_DECREF(exc);
 }
 

@@ -304,9 +304,7 @@ feed_module_name(ds_hasher *h, PyObject *mod)
 
 /* ------------------------------------------------------ containers */
 
-/* 1 when `o` is being fed already (a cycle): a back-reference was fed in
- * its place. 0 otherwise. */
-static inline int
+int
 feed_backref(ds_hasher *h, PyObject *o)
 {
     for (int i = h->nopen - 1; i >= 0; i--) {
@@ -319,8 +317,7 @@ feed_backref(ds_hasher *h, PyObject *o)
     return 0;
 }
 
-/* Marks `o` as being fed; pair with close_object. */
-static int
+int
 open_object(ds_hasher *h, PyObject *o)
 {
     if (h->nopen > MAX_DEPTH) {
@@ -331,7 +328,7 @@ open_object(ds_hasher *h, PyObject *o)
     return 0;
 }
 
-static inline void
+void
 close_object(ds_hasher *h)
 {
     h->nopen--;
@@ -1462,18 +1459,10 @@ feed_callee(ds_hasher *h, PyObject *callee, const ds_call_options *o)
     if (PyFunction_Check(callee))
         return feed_function(h, callee, with_code, NULL);
     if (PyMethod_Check(callee)) {
-        PyObject *func = PyMethod_GET_FUNCTION(callee);
         PyObject *self = PyMethod_GET_SELF(callee);
-        int r;
         if (hasher_enter(h) < 0)
             return -1;
-        Sink_u8(h->sink, KT_METHOD);
-        /* Its helpers include the methods it calls (self.other()). */
-        PyTypeObject *owner = PyType_Check(self) ? (PyTypeObject *)self : Py_TYPE(self);
-        if (PyFunction_Check(func))
-            r = feed_function(h, func, with_code, owner);
-        else
-            r = feed_object(h, func);
+        int r = feed_method_function(h, callee, with_code);
         if (r == 0)
             r = PyType_Check(self) ? feed_object(h, self) : feed_receiver(h, self, o);
         hasher_leave(h);

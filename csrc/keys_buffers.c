@@ -823,23 +823,6 @@ name_has(PyObject *name, PyObject *part)
     return PyUnicode_Find(name, part, 0, PY_SSIZE_T_MAX, 1) >= 0;
 }
 
-/* A module met again inside itself (a bound method of it kept as an
- * attribute, a reference to its parent): a back-reference, encoded as
- * keys.c's feed_backref encodes one (its distance up the stack of objects
- * being fed), so a module's cycles key as an object's do. */
-static int
-module_backref(ds_hasher *h, PyObject *o)
-{
-    for (int i = h->nopen - 1; i >= 0; i--) {
-        if (h->open[i] == o) {
-            Sink_u8(h->sink, KT_BACKREF);
-            Sink_len(h->sink, (uint64_t)(h->nopen - i));
-            return 1;
-        }
-    }
-    return 0;
-}
-
 /* A torch.nn.Module: its class (by name, and by code as any class: the
  * user's by all their methods, torch's by what __init__ runs), its
  * training flag, its parameters,
@@ -874,17 +857,19 @@ feed_nn_module(ds_hasher *h, PyObject *o)
     Py_INCREF(mods);
 
     ret = -1;
-    if (module_backref(h, o)) {
+    /* A module met again inside itself (a bound method of it kept as an
+     * attribute, a reference to its parent) is a back-reference, as any
+     * object's cycle is. */
+    if (feed_backref(h, o)) {
         ret = 0;
-        goto release;
-    }
-    if (h->nopen > MAX_DEPTH) {
-        PyErr_SetString(PyExc_ValueError, "cannot key a value nested deeper than 100 levels");
         goto release;
     }
     if (hasher_enter(h) < 0)
         goto release;
-    h->open[h->nopen++] = o;
+    if (open_object(h, o) < 0) {
+        hasher_leave(h);
+        goto release;
+    }
     rest = PyDict_New();
     if (rest == NULL)
         goto leave;
@@ -924,7 +909,7 @@ feed_nn_module(ds_hasher *h, PyObject *o)
         goto leave;
     ret = 0;
 leave:
-    h->nopen--;
+    close_object(h);
     hasher_leave(h);
 release:
     Py_DECREF(training);

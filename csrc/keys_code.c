@@ -72,22 +72,26 @@ error:
 /* A bound method: the function, then the receiver (its type only when it
  * cannot be hashed, recorded). */
 int
-feed_method(ds_hasher *h, PyObject *m, int with_code)
+feed_method_function(ds_hasher *h, PyObject *m, int with_code)
 {
-    int r;
     PyObject *func = PyMethod_GET_FUNCTION(m);
     PyObject *self = PyMethod_GET_SELF(m);
-    if (hasher_enter(h) < 0)
-        return -1;
     Sink_u8(h->sink, KT_METHOD);
     /* Its helpers include the methods it calls (self.other()). */
     PyTypeObject *owner = PyType_Check(self) ? (PyTypeObject *)self : Py_TYPE(self);
     if (PyFunction_Check(func))
-        r = feed_function(h, func, with_code, owner);
-    else
-        r = feed_object(h, func);
+        return feed_function(h, func, with_code, owner);
+    return feed_object(h, func);
+}
+
+int
+feed_method(ds_hasher *h, PyObject *m, int with_code)
+{
+    if (hasher_enter(h) < 0)
+        return -1;
+    int r = feed_method_function(h, m, with_code);
     if (r == 0)
-        r = feed_object(h, self);
+        r = feed_object(h, PyMethod_GET_SELF(m));
     hasher_leave(h);
     return r;
 }

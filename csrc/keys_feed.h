@@ -6,6 +6,8 @@
  *   keys_code.c     code identity: functions, methods, the user's helpers
  *   keys_buffers.c  memory: buffers and NumPy arrays, at memory speed
  *   keys_files.c    files: paths and open files by the file they name
+ * Each part declares its functions in its own header (keys_code.h,
+ * keys_files.h, keys_buffers.h), included at the end of this one.
  */
 #ifndef DEVSTASH_KEYS_FEED_H
 #define DEVSTASH_KEYS_FEED_H
@@ -278,42 +280,16 @@ int feed_type(ds_hasher *h, PyTypeObject *t);
 int feed_module(ds_hasher *h, PyObject *m);
 int feed_unhashable(ds_hasher *h, PyObject *o);
 int feed_dict(ds_hasher *h, PyObject *d, int counted);
+/* Cycles (see ds_hasher.open): feed_backref feeds a back-reference and
+ * returns 1 when `o` is being fed already, else 0; open_object marks `o`
+ * as being fed (-1 with ValueError when too deep), close_object unmarks. */
+int feed_backref(ds_hasher *h, PyObject *o);
+int open_object(ds_hasher *h, PyObject *o);
+void close_object(ds_hasher *h);
 
-/* ---- code identity (keys_code.c) */
-int feed_function(ds_hasher *h, PyObject *func, int with_code, PyTypeObject *owner);
-int feed_method(ds_hasher *h, PyObject *m, int with_code);
-int feed_builtin(ds_hasher *h, PyObject *o, int with_self);
-/* A class of the user's project by the code of all its methods, properties,
- * class-level data and project bases; any other class by what its __init__
- * runs. */
-int feed_class_code(ds_hasher *h, PyTypeObject *t);
-/* What calling a class or an instance runs (`attr`: __init__, __call__). */
-int feed_entry_code(ds_hasher *h, PyObject *owner, PyObject *attr, int with_code);
-int feed_code(ds_hasher *h, PyObject *code);
-int feed_defaults(ds_hasher *h, PyFunctionObject *f);
-int feed_helpers(ds_hasher *h, PyObject *globals, PyObject *names, int depth,
-                 PyTypeObject *owner);
-/* Fills `out` (out->names is a new reference) from a per-code-object cache. */
-int code_info(ds_hasher *h, PyObject *code, CodeInfo *out);
-/* Sets the folders whose code is not the user's (a tuple of str, stolen). */
-void code_set_library_prefixes(PyObject *prefixes);
-
-/* ---- files (keys_files.c) */
-/* After a direct input was fed: the identity of the file or directory it
- * names, when it is a path to one (nothing otherwise). 0 or -1. */
-int feed_path_identity(ds_hasher *h, PyObject *o);
-/* An open file: as feed_buffer (1: not an open file). */
-int feed_open_file(ds_hasher *h, PyObject *o);
-
-/* ---- memory (keys_buffers.c) */
-/* Each returns 0, -1 with an exception, or 1 when the value is not theirs
- * to key (the caller then takes another path). */
-int feed_buffer(ds_hasher *h, PyObject *o);
-int is_ndarray(PyTypeObject *t);
-int feed_ndarray(ds_hasher *h, PyObject *o);
-/* torch tensors, storages and nn.Modules, objects exposing
- * __array_interface__, __cuda_array_interface__ or __dlpack__, and plain
- * buffer exporters: tried last in the dispatch, before pickle's reduce. */
-int feed_array_like(ds_hasher *h, PyObject *o);
+/* Each part's own functions, declared in its header. */
+#include "keys_code.h"
+#include "keys_files.h"
+#include "keys_buffers.h"
 
 #endif /* DEVSTASH_KEYS_FEED_H */

@@ -395,7 +395,8 @@ Runtime_load(RuntimeObject *self, Py_ssize_t site, const unsigned char key[DS_DI
     }
     double t = now();
     double ttl = self->info[site].ttl;
-    /* Created in the future (stored while the clock was ahead): expired. */
+    /* Created in the future (stored while the clock was ahead): how old it
+     * is cannot be told, so it counts as expired. */
     if (ttl > 0 && (t - rec.created > ttl || rec.created > t)) {
         store_read_end(store);
         *why = "ttl expired";

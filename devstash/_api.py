@@ -83,7 +83,8 @@ class Entry:
     def expired(self) -> bool:
         import time
 
-        now = time.time()   # created in the future (the clock was ahead): expired
+        now = time.time()
+        # created in the future (a clock set back since): age unknown, expired
         return self.ttl > 0 and (now - self.created > self.ttl or self.created > now)
 
     def load(self) -> Any:

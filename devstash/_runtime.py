@@ -1,6 +1,7 @@
 """Policy around the C runtime: where the store lives, what is warned about,
 and the cached forms that need Python (chains, plain expressions, async)."""
 import atexit
+import errno
 import marshal
 import os
 import sys
@@ -59,7 +60,10 @@ def open_store():
         try:
             store = _core.Store(path)
         except (OSError, _core.StoreError) as exc:
-            warn(f"cannot use the cache folder {path} ({exc}); running uncached")
+            if getattr(exc, "errno", None) == errno.EPERM and exc.strerror:
+                warn(f"not using the cache: {exc.strerror}; running uncached")
+            else:
+                warn(f"cannot use the cache folder {path} ({exc}); running uncached")
             store = None
         _stores[path] = store
     return store
@@ -155,7 +159,7 @@ VERBOSE = _configure_logging()
 # Bumped when the rewritten code or its sites change shape within a version.
 # 3: a marked print or append keeps running; the calls in its arguments are
 # cached (rewrite.c), and a plain expression passes the name it is assigned to.
-CODE_FORMAT = 4
+CODE_FORMAT = 5
 
 
 def code_key(source: bytes, filename: str, resume_line: int) -> bytes:
@@ -241,6 +245,25 @@ def _describe(exc) -> str:
     return f"{type(exc).__name__}: {exc}" if exc is not None else "unknown error"
 
 
+class Effects:
+    """A stored value with what its call changed besides (devstash/_effects.py):
+    `value` (None when the call returned one of its inputs), `returns`
+    (which input it returned: "self", ("arg", i), ("kw", name), or None),
+    `changed` ([(which input, its state after the call)]) and `rng` (the
+    global generators' states after the call, or None)."""
+
+    __slots__ = ("value", "returns", "changed", "rng")
+
+    def __init__(self, value, returns, changed, rng):
+        self.value, self.returns, self.changed, self.rng = value, returns, changed, rng
+
+    def __reduce__(self):
+        return (Effects, (self.value, self.returns, self.changed, self.rng))
+
+
+_NOT_STORED = object()
+
+
 class Runtime(_core.Runtime):
     """The object a rewritten module calls as ``@devstash``."""
 
@@ -255,10 +278,16 @@ class Runtime(_core.Runtime):
                 warn(f"DEVSTASH_WAIT: {exc}; waiting up to {self.wait_seconds:.0f} s")
         self._warned = set()
         self._sites_seen = None
-        self._old_parts = {}
+        self._old_parts = None      # {site id: parts} stored by earlier runs (read on use)
         self._new_parts = {}
         self._load_failed = set()   # sites whose stored value failed to load this run
         self._unloadable = None     # see _unloadable_lines
+        self._rng_sites = set()     # sites whose keys take the random generators' state
+        self._rng_checks = {}       # site -> misses that looked at the generators this run
+        self._extra_override = None
+        self.effects_type = Effects
+        if store is not None:
+            self._load_rng_sites()
         _runtimes.append(self)
 
     def _where(self, site) -> str:
@@ -378,6 +407,9 @@ class Runtime(_core.Runtime):
     def _run_call(self, site, key, func, args, kwargs):
         """A miss: computes func(*args, **kwargs) and stores the value, or
         waits for another thread of this process that computes it now."""
+        threads = sys.modules.get("threading")
+        if threads is None or threads.active_count() == 1:
+            return self._compute_call(site, key, func, args, kwargs)   # nobody to wait for
         from ._inflight import inflight
 
         flights = inflight()
@@ -401,19 +433,125 @@ class Runtime(_core.Runtime):
         return value
 
     def _compute_call(self, site, key, func, args, kwargs):
-        parts = self._key_parts(site, func, args, kwargs)
+        _effects = _effects_module()
+
+        parts = self._key_parts(site, func, args, kwargs) if self._wants_parts(site) else None
         if self.verbose:
             _logger().info("devstash: miss %s (%s)", self._where(site),
                            self._miss_reason(site, parts, self.miss_why))
+        captured = _effects.capture(func, args, kwargs, self._watch_rng(site))
         start = time.perf_counter()
         value = func(*args, **kwargs) if kwargs else func(*args)
         seconds = time.perf_counter() - start
-        if self._storable(site, key, func, value) and self.save(site, key, value, seconds, func) \
+        stored = self._with_effects(site, captured, value)
+        if stored is _NOT_STORED:
+            return value
+        if stored.__class__ is Effects and stored.rng is not None and site not in self._rng_sites:
+            # It drew from the global generators: its key takes their state
+            # from now on, this entry's the state before the call.
+            key = self._rng_key(site, captured, stored, func, args, kwargs)
+            self._flag_rng(site)
+            if key is None:
+                return value
+        if self._storable(site, key, func, stored) and self.save(site, key, stored, seconds, func) \
                 and parts is not None:
             self._new_parts[site] = parts
         return value
 
+    # -- effects: what a call changed besides its value (see _effects.py)
+    def _with_effects(self, site, captured, value):
+        """What to store for value: itself, an Effects record, or
+        _NOT_STORED when a change cannot be kept (warned once)."""
+        _effects = _effects_module()
+
+        try:
+            record = captured.record(value)
+        except _effects.Unrestorable as exc:
+            self._warn_once(site, "effects", f"{exc}; this line runs uncached, so that a hit "
+                            "never skips what the call changes")
+            return _NOT_STORED
+        return value if record is None else record
+
+    def _restore(self, site, record, func, args, kwargs):
+        """A hit whose value is a record of effects (effects_type): they are
+        put back into the live objects. Should that fail, the call runs."""
+        _effects = _effects_module()
+
+        try:
+            return _effects.restore(record, func, args, kwargs)
+        except Exception as exc:  # noqa: BLE001 - recomputing is always right
+            self._warn_once(site, "restore", f"the call's effects cannot be put back "
+                            f"({_describe(exc)}); recomputed")
+            return func(*args, **(kwargs or {}))
+
+    def _site_extra(self, site):
+        """The global random generators' state, for sites whose calls were
+        seen to draw from them (set_extra): changing the seed recomputes."""
+        if self._extra_override is not None:
+            return self._extra_override
+        _effects = _effects_module()
+
+        return _effects.rng_digest()
+
+    def _watch_rng(self, site) -> bool:
+        """Whether a miss looks at the global generators: always at a site
+        known to draw from them, else on its first misses of a run (reading
+        the generators' state costs microseconds; a loop of misses at a site
+        that drew nothing on its first ones is not checked again)."""
+        if site in self._rng_sites:
+            return True
+        seen = self._rng_checks.get(site, 0)
+        self._rng_checks[site] = seen + 1
+        return seen < 2
+
+    def _rng_key(self, site, captured, record, func, args, kwargs):
+        """The key with the generators' state before the call (what the key
+        takes from now on). Made after the call from its inputs, so only
+        when the call changed none of them; else None: stored next time."""
+        if record.changed:
+            return None
+        self._extra_override = captured.rng_before_digest()
+        self.set_extra(site, True)
+        try:
+            return self.key_call(site, func, *args, **(kwargs or {}))
+        finally:
+            self._extra_override = None
+            self.set_extra(site, site in self._rng_sites)
+
+    def _rng_lines_key(self) -> bytes:
+        return _core.hash_value(("rng-lines", self.filename))
+
+    def _load_rng_sites(self) -> None:
+        """Sites whose calls draw from the global generators, as recorded
+        by earlier runs: their keys take the generators' state."""
+        try:
+            data = self.store.get_code(self._rng_lines_key()) if self.store else None
+            lines = set(marshal.loads(data)) if data else set()
+        except Exception:  # noqa: BLE001 - unknown: found out again on the next miss
+            lines = set()
+        for site, info in enumerate(self.sites):
+            if info[0] in lines:
+                self._rng_sites.add(site)
+                self.set_extra(site, True)
+
+    def _flag_rng(self, site) -> None:
+        self._rng_sites.add(site)
+        self.set_extra(site, True)
+        try:
+            data = self.store.get_code(self._rng_lines_key())
+            lines = set(marshal.loads(data)) if data else set()
+            lines.add(self.sites[site][0])
+            self.store.put_code(self._rng_lines_key(), marshal.dumps(sorted(lines)))
+        except Exception:  # noqa: BLE001 - the next run finds out again
+            pass
+
     # -- miss reasons: which part of the key changed
+    def _wants_parts(self, site) -> bool:
+        """Parts are kept for one stored value a site and run (a loop's
+        thousands of misses need not hash their inputs twice), and for every
+        miss that is reported."""
+        return self.verbose or site not in self._new_parts
+
     def _key_parts(self, site, func, args, kwargs):
         """The key's parts before the call runs (it may change them)."""
         try:
@@ -421,26 +559,32 @@ class Runtime(_core.Runtime):
         except Exception:  # noqa: BLE001 - only the explanation of a miss depends on it
             return None
 
-    def _parts_key(self, site) -> bytes:
-        """Where the parts of the site's last stored value are kept: by file
-        and line; the second and later sites of one marker (the calls in a
-        marked print or append, see rewrite.c) by their rank among them too."""
+    def _site_id(self, site):
+        """A site by line, and by rank among the sites of one marker (the
+        calls in a marked print or append, see rewrite.c)."""
         line, col = self.sites[site][0], self.sites[site][1]
-        rank = sum(1 for other in self.sites[:site] if other[0] == line and other[1] == col)
-        where = ("site-parts", self.filename, line)
-        return _core.hash_value(where + (rank,) if rank else where)
+        return line, sum(1 for other in self.sites[:site] if other[0] == line and other[1] == col)
+
+    def _parts_key(self) -> bytes:
+        """Where the parts of the file's last stored values are kept: one
+        record a file, {site id: parts}."""
+        return _core.hash_value(("site-parts", self.filename))
+
+    def _all_stored_parts(self) -> dict:
+        if self._old_parts is None:
+            self._old_parts = {}
+            try:
+                data = self.store.get_code(self._parts_key()) if self.store else None
+                if data:
+                    self._old_parts = marshal.loads(data)
+            except Exception:  # noqa: BLE001 - a missing record means no explanation
+                pass
+        return self._old_parts
 
     def _stored_parts(self, site):
         """The parts of the last value stored at the site, or None."""
-        if site not in self._old_parts:
-            old = None
-            try:
-                data = self.store.get_code(self._parts_key(site)) if self.store else None
-                old = dict(_numbered(marshal.loads(data))) if data else None
-            except Exception:  # noqa: BLE001 - a missing record means no explanation
-                pass
-            self._old_parts[site] = old
-        return self._old_parts[site]
+        parts = self._all_stored_parts().get(self._site_id(site))
+        return dict(_numbered(parts)) if parts else None
 
     def _miss_reason(self, site, parts, why) -> str:
         """`why` made exact: "file data.csv changed", "global THRESH changed",
@@ -463,20 +607,14 @@ class Runtime(_core.Runtime):
         return ", ".join(said[:3]) if said else why
 
     def _write_parts(self) -> None:
-        """At exit: the parts of each site's last stored value, in one go."""
+        """At exit: the parts of each site's last stored value, one write."""
         if not self._new_parts or self.store is None:
             return
+        merged = dict(self._all_stored_parts())
         for site, parts in self._new_parts.items():
-            self.store.put_code(self._parts_key(site), marshal.dumps(parts))
+            merged[self._site_id(site)] = parts
+        self.store.put_code(self._parts_key(), marshal.dumps(merged))
         self._new_parts.clear()
-
-    def _restore(self, site, record, func, args, kwargs):
-        """A hit whose value is a record of effects (effects_type)."""
-        raise NotImplementedError
-
-    def _site_extra(self, site):
-        """What else the site's key takes once set_extra(site, True)."""
-        return None
 
     # -- cached forms the rewriter emits besides call()
     def _compute(self, site, key, compute, callee):
@@ -493,10 +631,12 @@ class Runtime(_core.Runtime):
         hit, value = self.load(site, key, True)   # the miss is reported below
         if hit:
             return value
-        try:
-            parts = self.key_chain_parts(site, root, steps)
-        except Exception:  # noqa: BLE001 - only the explanation of a miss depends on it
-            parts = None
+        parts = None
+        if self._wants_parts(site):
+            try:
+                parts = self.key_chain_parts(site, root, steps)
+            except Exception:  # noqa: BLE001 - only the explanation of a miss depends on it
+                pass
         if self.verbose:
             _logger().info("devstash: miss %s (%s)", self._where(site),
                            self._miss_reason(site, parts, value))
@@ -546,9 +686,14 @@ class Runtime(_core.Runtime):
             flights.aend(key)
 
     async def _compute_acall(self, site, key, func, args, kwargs):
+        _effects = _effects_module()
+
+        captured = _effects.capture(func, args, kwargs)
         start = time.perf_counter()
         value = await func(*args, **kwargs)
-        self.save(site, key, value, time.perf_counter() - start, func)
+        stored = self._with_effects(site, captured, value)
+        if stored is not _NOT_STORED:
+            self.save(site, key, stored, time.perf_counter() - start, func)
         return value
 
     async def achain(self, site, root, steps):
@@ -562,6 +707,21 @@ class Runtime(_core.Runtime):
         if key is not None:
             self.save(site, key, value, time.perf_counter() - start, root)
         return value
+
+
+_effects_loaded = None
+
+
+def _effects_module():
+    """devstash._effects, imported on the first miss (import devstash and
+    warm runs stay without it); kept here, as `from . import` costs
+    microseconds on every call."""
+    global _effects_loaded
+    if _effects_loaded is None:
+        from . import _effects
+
+        _effects_loaded = _effects
+    return _effects_loaded
 
 
 def _numbered(parts):

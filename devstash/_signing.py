@@ -101,7 +101,8 @@ def _read(path: str) -> bytes:
 def _loose(st, path: str) -> str:
     """What is wrong with the key file's owner or mode, or ""."""
     if st.st_uid != os.geteuid():
-        return f"the key file {path} belongs to uid {st.st_uid}, not to you (uid {os.geteuid()})"
+        return (f"the key file {path} is owned by user id {st.st_uid}, not by you "
+                f"(user id {os.geteuid()})")
     if st.st_mode & 0o077:
         return (f"the key file {path} is readable or writable by others "
                 f"(mode {stat.S_IMODE(st.st_mode):04o})")

@@ -1,4 +1,6 @@
 """What devstash tells the user: the status lines, the log, refresh."""
+import re
+
 from conftest import line_of
 
 SCRIPT = """
@@ -17,12 +19,12 @@ def test_one_status_line_when_active_and_one_summary_at_exit(scripts):
     scripts.write("script.py", SCRIPT)
     loud = {"DEVSTASH_QUIET": None}
     first = scripts.run(env=loud)
-    assert first.stderr.splitlines() == [
-        f"devstash: caching 2 marked lines of script.py (cache: {scripts.folder}/.devstash_cache)",
-        "devstash: 0 hits, 2 misses, 2 stored, 0 ms saved",
-    ]
+    # The time saved is measured: on a loaded machine it may not round to 0.
+    lines = first.stderr.splitlines()
+    assert lines[0] == f"devstash: caching 2 marked lines of script.py (cache: {scripts.folder}/.devstash_cache)"
+    assert re.fullmatch(r"devstash: 0 hits, 2 misses, 2 stored, \d+ ms saved", lines[1]) and len(lines) == 2
     second = scripts.run(env=loud)
-    assert second.stderr.splitlines()[1] == "devstash: 2 hits, 0 misses, 0 stored, 0 ms saved"
+    assert re.fullmatch(r"devstash: 2 hits, 0 misses, 0 stored, \d+ ms saved", second.stderr.splitlines()[1])
     quiet = scripts.run(env={"DEVSTASH_QUIET": "1"})
     assert quiet.stderr == ""
 

@@ -129,20 +129,20 @@ def test_a_folder_of_another_owner_is_not_used(filled):
     plant_everywhere(folder)
     chown_tree(folder)
     proc = run(filled)
-    line = check_uncached(proc, filled, str(folder), "belongs to uid 54321", "not to you",
-                          "chown -R 0 ")
+    line = check_uncached(proc, filled, str(folder), "is owned by user id 54321",
+                          "not by you (user id 0)", "chown -R 0 ")
     assert line.count(str(folder)) >= 1
     err = cli(filled.folder, "list", code=1).stderr
     assert err.startswith(f"devstash: refusing the cache {folder}: the cache folder {folder} "
-                          "belongs to uid 54321") and err.count("\n") == 1
+                          "is owned by user id 54321") and err.count("\n") == 1
     out = cli(filled.folder, "doctor", code=1).stdout
-    assert f"problem  the cache folder {folder} belongs to uid 54321" in out
+    assert f"problem  the cache folder {folder} is owned by user id 54321" in out
     assert "chown -R 0 " in out and "no problems found" not in out
     assert "the store opens" not in out   # not opened at all
     # A folder that is ours but holds a file of someone else's.
     os.chown(folder, 0, 0)
     proc = run(filled)
-    check_uncached(proc, filled, f"{folder}/data.mdb belongs to uid 54321")
+    check_uncached(proc, filled, f"{folder}/data.mdb is owned by user id 54321")
     assert not (filled.folder / PWNED).exists()
 
 
@@ -154,17 +154,17 @@ def test_a_folder_others_can_write_is_not_used(scripts, mode):
     assert "computing 1" in run(scripts, env=env).stdout
     plant_everywhere(shared)
     os.chmod(shared, mode)
-    line = check_uncached(run(scripts, env=env), scripts, str(shared), f"(mode {mode:04o})",
+    line = check_uncached(run(scripts, env=env), scripts, str(shared), f"has mode {mode:04o}",
                           f"chmod 700 {shared}")
     assert ("group and others" if mode & 0o002 and mode & 0o020 else
             "others" if mode & 0o002 else "its group") in line
     out = cli(scripts.folder, "doctor", env=env, code=1).stdout
-    assert f"problem  the cache folder {shared} is writable by" in out
+    assert f"problem  the cache folder {shared} has mode {mode:04o}: " in out
     assert f"fix    `chmod 700 {shared}`" in out and "no problems found" not in out
     # A file in it that others can write: the same refusal.
     os.chmod(shared, 0o700)
     os.chmod(shared / "data.mdb", 0o666)
-    check_uncached(run(scripts, env=env), scripts, f"{shared}/data.mdb is writable by",
+    check_uncached(run(scripts, env=env), scripts, f"{shared}/data.mdb has mode 0666",
                    f"chmod 600 {shared}/data.mdb")
     os.chmod(shared / "data.mdb", 0o600)
     # Made safe again, the cache is used: and still never loads the plant
@@ -259,13 +259,13 @@ def test_export_from_a_folder_others_can_write_is_refused(filled):
     os.chmod(folder, 0o777)
     err = cli(filled.folder, "export", "team.dsx", code=1).stderr
     assert err.startswith(f"devstash: refusing to export from {folder}: the cache folder {folder} "
-                          "is writable by group and others (mode 0777)")
+                          "has mode 0777: group and others can write it")
     assert "an export would sign their entries as yours" in err and "chmod 700" in err
     assert not (filled.folder / "team.dsx").exists()
     os.chmod(folder, 0o700)
     chown_tree(folder)
     err = cli(filled.folder, "export", "team.dsx", code=1).stderr
-    assert "refusing to export" in err and "belongs to uid 54321" in err
+    assert "refusing to export" in err and "is owned by user id 54321" in err
     assert not (filled.folder / "team.dsx").exists()
 
 
@@ -308,7 +308,7 @@ def test_a_key_file_of_someone_else_is_refused(filled):
     key = key_path(filled.folder)
     os.chown(key, OTHER_UID, OTHER_GID)
     err = cli(filled.folder, "export", "again.dsx", code=1).stderr
-    assert f"the key file {key} belongs to uid 54321, not to you (uid 0)" in err
+    assert f"the key file {key} is owned by user id 54321, not by you (user id 0)" in err
     assert "no problems found" not in cli(filled.folder, "doctor", code=1).stdout
 
 
@@ -593,3 +593,120 @@ print("the answer is", v, "CONSTANT-OF-THE-SCRIPT")
     assert proc.stdout == "the answer is 42 CONSTANT-OF-THE-SCRIPT\n"
     assert not devstash_lines(proc.stderr)
     assert run(scripts).stdout == "the answer is 42 CONSTANT-OF-THE-SCRIPT\n"
+
+
+# ---- the first tests of the folder checks (main's test_trust.py) ----------------------
+
+SCRIPT_42 = """
+import devstash
+devstash.activate()
+def f(x):
+    print("computing")
+    return x * 2
+print(f(21))  # @devstash
+"""
+
+
+class Planted:
+    """A value whose unpickling creates a file: what an attacker plants."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def plant_one(folder, victim_file):
+    """A store in `folder` whose every value would create victim_file."""
+    with _core.Store(str(folder)) as store:
+        store.put(b"k" * 16, pickle.dumps(Planted(str(victim_file)), protocol=5), site="x.py:1")
+
+
+def cli_in(scripts, *args, env=None):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DEVSTASH_")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "devstash", *args], cwd=scripts.folder,
+                          env=full_env, capture_output=True, text=True, timeout=120)
+
+
+def test_a_folder_another_user_owns_is_not_used(scripts):
+    scripts.write("script.py", SCRIPT_42)
+    cache = scripts.folder / ".devstash_cache"
+    scripts.run()
+    os.chown(cache, 4242, 4242)
+    for _ in range(2):
+        run = scripts.run()
+        assert run.stdout.split() == ["computing", "42"]
+        assert run.stderr.count("owned by user id 4242") == 1
+        assert "runs uncached" in run.stderr or "running uncached" in run.stderr
+    doctor = cli_in(scripts, "doctor")
+    assert doctor.returncode == 1 and "owned by user id 4242" in doctor.stdout
+    assert "no problems found" not in doctor.stdout
+    assert cli_in(scripts, "list").returncode != 0
+
+
+def test_a_folder_others_can_write_is_not_used_and_its_values_never_load(scripts, tmp_path):
+    shared = tmp_path / "shared"
+    victim = tmp_path / "planted-was-loaded"
+    plant_one(shared, victim)
+    os.chmod(shared, 0o777)
+    scripts.write("script.py", SCRIPT_42)
+    run = scripts.run(env={"DEVSTASH_CACHE_DIR": str(shared)})
+    assert run.stdout.split() == ["computing", "42"]
+    assert run.stderr.count("has mode 0777") == 1 and "chmod 700" in run.stderr
+    for command in (["show", "x.py"], ["export", str(tmp_path / "out.dstash")], ["list"]):
+        proc = cli_in(scripts, *command, env={"DEVSTASH_CACHE_DIR": str(shared)})
+        assert proc.returncode != 0, command
+    doctor = cli_in(scripts, "doctor", env={"DEVSTASH_CACHE_DIR": str(shared)})
+    assert doctor.returncode == 1 and "mode 0777" in doctor.stdout
+    assert not victim.exists()
+
+
+def test_a_symlinked_cache_folder_to_a_planted_store_is_not_followed(scripts, tmp_path):
+    target = tmp_path / "elsewhere"
+    victim = tmp_path / "planted-was-loaded"
+    plant_one(target, victim)
+    os.symlink(target, scripts.folder / ".devstash_cache")
+    scripts.write("script.py", SCRIPT_42)
+    run = scripts.run()
+    assert run.stdout.split() == ["computing", "42"]
+    assert run.stderr.count("is a symbolic link") == 1
+    assert not victim.exists()
+
+
+def test_a_symlinked_lock_file_is_not_written_through(scripts, tmp_path):
+    scripts.write("script.py", SCRIPT_42)
+    scripts.run()
+    important = tmp_path / "important.txt"
+    important.write_text("keep me")
+    lock = scripts.folder / ".devstash_cache" / "lock.mdb"
+    lock.unlink()
+    os.symlink(important, lock)
+    run = scripts.run()
+    assert run.stdout.split() == ["computing", "42"]
+    assert "lock.mdb is a symbolic link" in run.stderr and "rm " in run.stderr
+    assert important.read_text() == "keep me"
+
+
+def test_a_private_folder_is_used(scripts):
+    scripts.write("script.py", SCRIPT_42)
+    scripts.run()
+    assert scripts.run().stdout.split() == ["42"]
+    assert _core.check_folder(str(scripts.folder / ".devstash_cache")) is None
+    assert oct(os.stat(scripts.folder / ".devstash_cache").st_mode & 0o777) == "0o700"
+
+
+def test_an_entry_created_in_the_future_is_recomputed(scripts):
+    scripts.write("script.py", SCRIPT_42.replace("# @devstash", "# @devstash ttl=1h"))
+    scripts.run()
+    folder = str(scripts.folder / ".devstash_cache")
+    with _core.Store(folder) as store:
+        meta = store.entries()[0]
+        created, pickled, buffers = store.get(meta["key"])
+        store.put(meta["key"], pickled, buffers, created=time.time() + 86400, ttl=3600,
+                  callee=meta["callee"], site=meta["site"])
+    listing = cli_in(scripts, "list", env={"DEVSTASH_CACHE_DIR": folder})
+    assert "created in the future" in listing.stdout
+    assert scripts.run().stdout.split() == ["computing", "42"]    # recomputed, not trusted
+    assert scripts.run().stdout.split() == ["42"]
