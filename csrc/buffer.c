@@ -47,10 +47,14 @@ PyTypeObject Buffer_Type = {
 };
 
 PyObject *
-buffer_copy(const char *src, size_t len)
+buffer_alloc(size_t len, char **data)
 {
-    if (len < BUFFER_MMAP_MIN || len > (size_t)PY_SSIZE_T_MAX)
-        return PyByteArray_FromStringAndSize(src, (Py_ssize_t)len);
+    if (len < BUFFER_MMAP_MIN || len > (size_t)PY_SSIZE_T_MAX) {
+        PyObject *b = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)len);
+        if (b != NULL)
+            *data = PyByteArray_AS_STRING(b);
+        return b;
+    }
     BufferObject *self = PyObject_New(BufferObject, &Buffer_Type);
     if (self == NULL)
         return NULL;
@@ -64,8 +68,23 @@ buffer_copy(const char *src, size_t len)
 #ifdef MADV_HUGEPAGE
     (void)madvise(self->data, len, MADV_HUGEPAGE);   /* a hint: fine if refused */
 #endif
-    Py_BEGIN_ALLOW_THREADS
-    memcpy(self->data, src, len);
-    Py_END_ALLOW_THREADS
+    *data = self->data;
     return (PyObject *)self;
+}
+
+PyObject *
+buffer_copy(const char *src, size_t len)
+{
+    char *data;
+    PyObject *self = buffer_alloc(len, &data);
+    if (self == NULL || len == 0)
+        return self;
+    if (len < BUFFER_MMAP_MIN) {
+        memcpy(data, src, len);
+        return self;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    memcpy(data, src, len);
+    Py_END_ALLOW_THREADS
+    return self;
 }

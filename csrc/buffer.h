@@ -12,4 +12,8 @@ extern PyTypeObject Buffer_Type;
  * NULL with an exception set. */
 PyObject *buffer_copy(const char *src, size_t len);
 
+/* The same object, uninitialized: *data gets its memory, to fill before
+ * anyone sees it. NULL with an exception set. */
+PyObject *buffer_alloc(size_t len, char **data);
+
 #endif /* DEVSTASH_BUFFER_H */

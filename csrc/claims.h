@@ -12,7 +12,8 @@
 #include "util.h"
 
 /* Opens (creating, mode 0600) the claims file in folder: an fd, or -1 with
- * errno set. */
+ * errno set (EPERM: a file of someone else's, or one others may write; ELOOP:
+ * a symbolic link). */
 int claims_open(const char *folder);
 
 /* 1: claimed by us; 0: another process holds it; -1: error (errno). */

@@ -8,7 +8,6 @@
 #include "runtime.h"
 #include "scanner.h"
 #include "store.h"
-#include "trust.h"
 
 PyObject *ds_MarkerError = NULL;
 PyObject *ds_StoreError = NULL;
@@ -33,8 +32,6 @@ static PyMethodDef core_methods[] = {
      "hash_value(obj) -> bytes: canonical 16-byte digest of a value."},
     {"hash_call", (PyCFunction)(void (*)(void))keys_py_hash_call, METH_FASTCALL | METH_KEYWORDS,
      "hash_call(callee, *args, **kwargs) -> bytes: 16-byte key of a call."},
-    {"check_folder", trust_py_check_folder, METH_O,
-     "check_folder(path: str) -> str | None: why a cache folder is not trusted, or None."},
     {"set_library_prefixes", keys_py_set_library_prefixes, METH_O,
      "set_library_prefixes(prefixes: tuple[str, ...]): folders whose functions are not the user's."},
     {NULL, NULL, 0, NULL},
@@ -53,7 +50,7 @@ core_exec(PyObject *module)
         "devstash._core.StoreError", "The LMDB store failed.", PyExc_OSError, NULL);
     if (ds_StoreError == NULL || PyModule_AddObjectRef(module, "StoreError", ds_StoreError) < 0)
         return -1;
-    if (PyModule_AddType(module, &Store_Type) < 0)
+    if (PyModule_AddType(module, &Store_Type) < 0 || store_module_init(module) < 0)
         return -1;
     if (PyModule_AddType(module, &Runtime_Type) < 0)
         return -1;

@@ -318,17 +318,9 @@ Runtime_unpickle(const ds_record *rec)
         value = PyObject_CallOneArg(pickle_loads, view);
     }
     else {
-        if ((buffers = PyList_New(rec->nbuffers)) == NULL)
+        /* Copied out of the map, the checksum verified on the way. */
+        if ((buffers = store_record_copy_buffers(rec)) == NULL)
             goto done;
-        for (uint32_t i = 0; i < rec->nbuffers; i++) {
-            const char *data;
-            size_t len;
-            store_record_buffer(rec, i, &data, &len);
-            PyObject *copy = buffer_copy(data, len);
-            if (copy == NULL)
-                goto done;
-            PyList_SET_ITEM(buffers, i, copy);
-        }
         PyObject *argv[2] = {view, buffers};
         value = PyObject_Vectorcall(pickle_loads, argv, 1, buffers_kwnames);
     }
@@ -374,6 +366,12 @@ Runtime_load(RuntimeObject *self, Py_ssize_t site, const unsigned char key[DS_DI
         return LOAD_MISS;
     }
     int found = store_lookup(store, key, &rec);
+    if (found == DS_LOOKUP_DAMAGED) {
+        store_read_end(store);
+        Runtime_notify_error(self, "_unreadable", site);
+        *why = "entry damaged";
+        return LOAD_MISS;
+    }
     if (found < 0) {
         store_read_end(store);
         Runtime_notify_error(self, "_store_failed", site);

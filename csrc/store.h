@@ -1,7 +1,8 @@
 /* The LMDB store: one environment per cache folder per process, holding
- *   "values": key(16) -> record (creation time, pickle, out-of-band buffers)
+ *   "values": key(16) -> record (checksum, creation time, pickle, out-of-band
+ *             buffers)
  *   "meta":   key(16) -> metadata (callee, call site, ttl, size, hits, ...)
- *   "code":   key(16) -> marshalled rewritten code (the rewriter's cache)
+ *   "code":   key(16) -> checksum, marshalled rewritten code (the rewriter's cache)
  * The hit path (store_read_begin / store_lookup / store_read_end) runs with
  * no Python objects created; writes are short transactions. */
 #ifndef DEVSTASH_STORE_H
@@ -12,17 +13,38 @@
 typedef struct StoreObject StoreObject;
 extern PyTypeObject Store_Type;
 
+/* StoreError's subclass for a damaged data.mdb or value record. */
+extern PyObject *ds_DamagedError;
+
+/* Adds Store's exceptions (UnsafeFolderError, DamagedError) and functions
+ * (check_folder) to the module, after StoreError exists. 0 or -1. */
+int store_module_init(PyObject *module);
+
 /* A value record as read from the map: valid until store_read_end. */
 typedef struct {
     double created;            /* unix time the value was stored */
     const char *pickle;        /* protocol-5 pickle bytes */
     size_t pickle_len;
     uint32_t nbuffers;         /* out-of-band buffers that follow */
-    const unsigned char *buffer_table; /* private: read with store_record_buffer */
+    /* private: read the buffers with store_record_copy_buffers */
+    const unsigned char *buffer_table;
     const char *buffer_data;
+    int verified;              /* the checksum was verified by the lookup */
+    uint64_t checksum;         /* else: what the buffers must complete */
+    const unsigned char *head; /* the checksummed bytes before buffer_data */
+    size_t head_len;
 } ds_record;
 
-/* Gets buffer i of rec (i < rec->nbuffers). */
+/* Copies the out-of-band buffers of rec into owned, writable objects (see
+ * buffer.h): a new list, or NULL with an exception. The checksum of a record
+ * with large buffers is verified here, while the buffers are copied (one
+ * pass over the memory instead of two): DamagedError when it does not
+ * match, before anything is unpickled. */
+PyObject *store_record_copy_buffers(const ds_record *rec);
+
+/* Gets buffer i of rec (i < rec->nbuffers), pointing into the map. Only
+ * for a verified record: on one whose checksum is left to
+ * store_record_copy_buffers, *data is NULL and *len 0. */
 void store_record_buffer(const ds_record *rec, uint32_t i,
                          const char **data, size_t *len);
 
@@ -47,7 +69,11 @@ typedef struct {
 int store_read_begin(StoreObject *s);
 void store_read_end(StoreObject *s);
 
-/* 1 found (rec filled), 0 absent or unreadable record, -1 error (exception). */
+/* 1 found (rec filled, its checksum verified), 0 absent (or written by an
+ * older devstash), -1 error (exception), DS_LOOKUP_DAMAGED: a record whose
+ * checksum or lengths do not match, with a DamagedError set that says so:
+ * report it, treat it as a miss, and the value written next replaces it. */
+#define DS_LOOKUP_DAMAGED (-2)
 int store_lookup(StoreObject *s, const unsigned char key[DS_DIGEST_SIZE],
                  ds_record *rec);
 

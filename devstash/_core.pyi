@@ -12,6 +12,19 @@ class MarkerError(SyntaxError):
 class StoreError(OSError):
     """The LMDB store failed: "<what>: <mdb_strerror>"."""
 
+class UnsafeFolderError(StoreError):
+    """The cache folder or a file in it is someone else's, writable by others,
+    or a symbolic link (folder.c): its values could run someone else's code."""
+    problem: str
+    fix: str
+
+class DamagedError(StoreError):
+    """data.mdb (cut short, unreadable pages) or a value record (checksum) is
+    damaged."""
+
+# folder.c
+def check_folder(path: str) -> tuple[str, str] | None: ...
+
 # scanner.c
 def comments(source: bytes) -> list[tuple[int, int]]: ...
 def markers(source: bytes) -> list[tuple[int, int, str, bool]]: ...
@@ -77,7 +90,8 @@ class Store:
     def put_code(self, key: bytes, data: bytes) -> None: ...
     def info(self) -> dict[str, Any]: ...
     # raw records, for export/import and the CLI
-    def get_record(self, key: bytes) -> bytes | None: ...
+    def get_record(self, key: bytes) -> bytes | None: ...  # DamagedError: checksum
+    def verify(self, key: bytes) -> str: ...  # "ok", "missing", "old", "damaged"
     def put_record(self, key: bytes, record: bytes, *, ttl: float = 0.0, compute: float = 0.0,
                    callee: str = "", site: str = "", if_newer: bool = False) -> bool: ...
     def clear(self) -> int: ...

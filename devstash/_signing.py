@@ -7,6 +7,11 @@ first export with mode 0600: their exports verify only on their own imports.
 The key file holds text; putting that text in DEVSTASH_SECRET gives the same
 key, which is how a user shares their key with a teammate.
 
+A key is refused, not merely reported, when others could know or replace it:
+a key file that is not the user's or that group or others may read or
+write, and a DEVSTASH_SECRET shorter than MIN_SECRET bytes. Folders made for
+the key file are created with mode 0700 whatever the umask.
+
 Verification matters because an imported value is a pickle, and loading a
 pickle can run any code: an entry nobody signed must not slip into a cache.
 """
@@ -14,9 +19,11 @@ import hashlib
 import hmac
 import os
 import secrets
+import stat
 
 ENV_VAR = "DEVSTASH_SECRET"
 MAC_SIZE = 32
+MIN_SECRET = 16   # bytes: a shorter secret can be guessed
 _KEY_ID_LABEL = b"devstash-key-id"
 
 
@@ -55,7 +62,13 @@ def load(create: bool) -> "Secret | None":
     key file is created when create is true, else None is returned."""
     text = os.environ.get(ENV_VAR, "")
     if text:
-        return Secret(text.encode("utf-8"), f"${ENV_VAR}")
+        key = text.encode("utf-8")
+        if len(key) < MIN_SECRET:
+            raise SecretError(
+                f"${ENV_VAR} is {len(key)} byte{'s' if len(key) != 1 else ''} long; a signing "
+                f"secret needs at least {MIN_SECRET} (a shorter one can be guessed): for example "
+                "python -c 'import secrets; print(secrets.token_hex(32))'")
+        return Secret(key, f"${ENV_VAR}")
     path = key_file()
     try:
         return Secret(_read(path), path)
@@ -68,11 +81,53 @@ def load(create: bool) -> "Secret | None":
 
 
 def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
+    """The key in the file at path, checked on what was opened: the user's
+    own file, which nobody else may read or write."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        problem = _loose(os.fstat(f.fileno()), path)
+        if problem:
+            raise SecretError(f"{problem}: it is refused, since others could sign or forge "
+                              f"entries with it; fix: {_fix(path)}")
         key = f.read().strip()
     if not key:
         raise SecretError(f"the key file {path} is empty: delete it to get a new key")
+    if len(key) < MIN_SECRET:
+        raise SecretError(f"the key in {path} is shorter than {MIN_SECRET} bytes: delete the "
+                          "file to get a new key")
     return key
+
+
+def _loose(st, path: str) -> str:
+    """What is wrong with the key file's owner or mode, or ""."""
+    if st.st_uid != os.geteuid():
+        return (f"the key file {path} is owned by user id {st.st_uid}, not by you "
+                f"(user id {os.geteuid()})")
+    if st.st_mode & 0o077:
+        return (f"the key file {path} is readable or writable by others "
+                f"(mode {stat.S_IMODE(st.st_mode):04o})")
+    return ""
+
+
+def _fix(path: str) -> str:
+    return f"chmod 600 {path} (or delete it to get a new key)"
+
+
+def make_private_dirs(folder: str) -> None:
+    """mkdir -p where every folder made has mode 0700, whatever the umask."""
+    missing = []
+    while not os.path.isdir(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(path, 0o700)
 
 
 def _create(path: str) -> bytes:
@@ -81,7 +136,7 @@ def _create(path: str) -> bytes:
     fails if another process created the key first (then its key wins)."""
     folder = os.path.dirname(path)
     try:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
+        make_private_dirs(folder)
         tmp = os.path.join(folder, f".secret-{os.getpid()}-{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -100,9 +155,25 @@ def _create(path: str) -> bytes:
         raise SecretError(f"cannot create the key file {path}: {exc.strerror}") from None
 
 
-def loose_permissions(path: str) -> bool:
-    """Whether others than the owner may read or write the key file."""
+def problem() -> "tuple[str, str] | None":
+    """(problem, fix) with the secret that load() would refuse, or None."""
+    text = os.environ.get(ENV_VAR, "")
+    if text:
+        try:
+            load(create=False)
+        except SecretError as exc:
+            return str(exc), f"set {ENV_VAR} to a secret of at least {MIN_SECRET} bytes"
+        return None
+    path = key_file()
     try:
-        return bool(os.stat(path).st_mode & 0o077)
+        st = os.stat(path)
     except OSError:
-        return False
+        return None
+    loose = _loose(st, path)
+    if loose:
+        return f"{loose}: exports and imports refuse it", _fix(path)
+    try:
+        _read(path)
+    except (SecretError, OSError) as exc:
+        return str(exc), f"delete {path} to get a new key"
+    return None

@@ -273,15 +273,37 @@ def test_truncated_and_corrupted_records_read_as_absent(store):
         store._put_raw(key(3), g)
         assert store.get(key(3)) is None, g
     rnd = random.Random(5)
-    for _ in range(2000):                   # flipped bytes: never a crash
+    for _ in range(2000):                   # flipped bytes: never a crash, never a value
         damaged = bytearray(raw)
         for _ in range(rnd.randint(1, 3)):
-            damaged[rnd.randrange(min(len(damaged), 40))] = rnd.randrange(256)
+            at = rnd.randrange(len(damaged)) if rnd.random() < 0.5 else rnd.randrange(40)
+            damaged[at] ^= rnd.randrange(1, 256)
         store._put_raw(key(4), bytes(damaged))
-        got = store.get(key(4))
-        if got is not None:
-            assert len(got[1]) + sum(map(len, got[2])) < len(damaged)
+        assert store.get(key(4)) is None
+        assert store.verify(key(4)) == ("old" if damaged[0] == 0xD5 else "damaged")
+        if damaged[0] != 0xD5:
+            with pytest.raises(_core.DamagedError):
+                store.get_record(key(4))
     assert store.get(key(1))[1] == p
+    assert store.verify(key(1)) == "ok" and store.verify(key(9)) == "missing"
+
+
+def test_every_byte_of_a_record_is_covered_by_its_checksum(store):
+    """Header, pickle and each out-of-band buffer: one flipped bit anywhere
+    and the record reads as damaged, never as another value."""
+    buffers = []
+    p = pickle.dumps([np.arange(1000), np.arange(3.0)], protocol=5, buffer_callback=buffers.append)
+    store.put(key(1), p, buffers, created=5.0)
+    raw = store._get_raw(key(1))
+    assert raw[0] == 0xD6 and store.get_record(key(1)) == raw
+    for at in range(1, len(raw)):
+        for bit in (0x01, 0x80):
+            damaged = bytearray(raw)
+            damaged[at] ^= bit
+            store._put_raw(key(2), bytes(damaged))
+            assert store.verify(key(2)) == "damaged", at
+    with pytest.raises(ValueError):
+        store.put_record(key(3), bytes(damaged))   # import refuses it too
 
 
 # ---- map size -----------------------------------------------------------------

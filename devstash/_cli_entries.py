@@ -1,0 +1,143 @@
+"""The commands that read the cache: list, show and stats."""
+import json
+import re
+import time
+
+from ._cli_common import (CliError, Entry, cache_folder, format_age, format_seconds, format_size,
+                          load_entries, matches, open_store, say_empty, sort_key)
+from ._cli_values import (FromScript, is_pickle, load_marshal, load_value, pickle_type, short_repr,
+                          type_name)
+
+
+def cmd_list(ns) -> int:
+    folder = cache_folder()
+    store = open_store(folder, readonly=True)
+    now = time.time()
+    entries = sorted((e for e in load_entries(store) if matches(e, ns, now)), key=sort_key)
+    if ns.json:
+        print(json.dumps([e.as_json(now) for e in entries], indent=2))
+        return 0
+    if not entries:
+        if store is not None and store.count() > 0:
+            print("no entry matches")
+        else:
+            say_empty(folder, store)
+        return 0
+    rows = [("KEY", "CALLEE", "SITE", "SIZE", "AGE", "TTL", "HITS")]
+    rows += [(e.hex[:12], e.name, e.shown_site(), format_size(e.size), e.age(now),
+              e.ttl_state(now), str(e.hits)) for e in entries]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    right = {3, 4, 6}
+    for r in rows:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        print("  ".join(cells).rstrip())
+    total = sum(e.size for e in entries)
+    print(f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'}, {format_size(total)}")
+    return 0
+
+
+def find_entry(store, prefix: str) -> Entry:
+    text = prefix.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{1,32}", text):
+        raise CliError(f"not a key: {prefix!r} (give a hex prefix of a key from `devstash list`)")
+    if len(text) == 32:
+        meta = store.meta(bytes.fromhex(text))
+        found = [Entry(meta)] if meta is not None else []
+    else:
+        found = [e for e in load_entries(store) if e.hex.startswith(text)]
+    if not found:
+        raise CliError(f"no entry with key {text}")
+    if len(found) > 1:
+        raise CliError(f"key prefix {text} matches {len(found)} entries; give more digits")
+    return found[0]
+
+
+def cmd_show(ns) -> int:
+    folder = cache_folder()
+    store = open_store(folder, readonly=True)
+    if store is None:
+        raise CliError(f"no entry with key {ns.key.strip().lower()} (no cache at {folder})")
+    e = find_entry(store, ns.key)
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.created))
+    ttl = "none" if e.ttl <= 0 else f"{format_age(e.ttl)} ({e.ttl_state(now)})"
+    last = f" (last {format_age(now - e.last_hit)} ago)" if e.hits and e.last_hit else ""
+    rows = [
+        ("key", e.hex), ("callee", e.name), ("site", e.shown_site()),
+        ("created", f"{stamp} ({format_age(now - e.created)} ago)" if not e.future(now)
+         else f"{stamp} (in the future: stored while the clock was ahead)"), ("ttl", ttl),
+        ("compute", format_seconds(e.compute)), ("hits", f"{e.hits}{last}"),
+    ]
+    rows += value_rows(store, e, ns.load)
+    for name, text in rows:
+        print(f"{name:<8} {text}")
+    return 0
+
+
+def value_rows(store, e: Entry, load: bool) -> list:
+    """size, type and value rows of `show`. A pickle is loaded (which runs
+    whatever code it names) only when asked to; a value stored with marshal
+    (built-in types only) is previewed."""
+    state = store.verify(e.key)
+    if state != "ok":
+        why = {"damaged": "damaged: its checksum does not match its bytes; the next run of its "
+                          "script recomputes it (`devstash doctor` checks every entry)",
+               "old": "stored by an older devstash: the next run of its script recomputes it"}
+        return [("size", format_size(e.size)),
+                ("value", why.get(state, "missing or unreadable value record"))]
+    got = store.get(e.key)
+    if got is None:
+        return [("size", format_size(e.size)), ("value", "missing or unreadable value record")]
+    _created, data, buffers = got
+    extra = f", {len(buffers)} out-of-band buffer{'s' if len(buffers) != 1 else ''}" if buffers else ""
+    pickled = is_pickle(data, buffers)
+    encoding = "pickle" if pickled else "marshal"
+    rows = [("size", f"{format_size(e.size)} ({encoding} {format_size(len(data))}{extra})")]
+    if not pickled:
+        value, error = load_marshal(data)
+        if error is not None:
+            return rows + [("value", f"cannot be read: {error}")]
+        return rows + [("type", type_name(value)), ("value", short_repr(value))]
+    if not load:
+        return rows + [("type", pickle_type(data)),
+                       ("value", f"not loaded: loading a pickle runs the code it names "
+                                 f"(`devstash show --load {e.hex[:12]}` loads it)")]
+    try:
+        value, error = load_value(data, buffers, e.file)
+    except FromScript as exc:
+        return rows + [("value", f"cannot load here: it holds {exc}, a class defined in the "
+                                 "script itself; only that script can load it")]
+    if error is not None:
+        return rows + [("value", f"cannot be unpickled: {error}")]
+    return rows + [("type", type_name(value)), ("value", short_repr(value))]
+
+
+def cmd_stats(ns) -> int:
+    folder = cache_folder()
+    store = open_store(folder, readonly=True)
+    now = time.time()
+    entries = load_entries(store)
+    stats = {
+        "folder": folder,
+        "entries": len(entries),
+        "size": sum(e.size for e in entries),
+        "disk": store.info()["used"] if store is not None else 0,
+        "sites": len({e.site for e in entries}),
+        "expired": sum(e.expired(now) for e in entries),
+        "hits": sum(e.hits for e in entries),
+        "saved": sum(e.compute * e.hits for e in entries),
+    }
+    if ns.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    if store is None:
+        print(f"no cache at {folder} (nothing cached yet)")
+        return 0
+    print(f"cache       {folder}")
+    print(f"entries     {stats['entries']} from {stats['sites']} call "
+          f"site{'s' if stats['sites'] != 1 else ''} ({stats['expired']} expired)")
+    print(f"size        {format_size(stats['size'])} of values, "
+          f"{format_size(stats['disk'])} in use on disk")
+    print(f"hits        {stats['hits']}")
+    print(f"time saved  {format_seconds(stats['saved'])}")
+    return 0
