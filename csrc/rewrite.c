@@ -370,7 +370,8 @@ stmt_list_add(stmt_list *list, PyObject *node, int simple)
     if (array_reserve(&items, list->n, &list->cap, sizeof *list->items, 64) < 0)
         return -1;
     list->items = items;
-    list->items[list->n++] = (stmt_pos){node, line, end, col, simple};
+    list->items[list->n++] = (stmt_pos){.node = node, .line = line, .end_line = end, .col = col,
+                                        .simple = simple, .marked_by = 0};
     return 0;
 }
 
