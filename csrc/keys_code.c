@@ -709,14 +709,17 @@ is_user_class(PyTypeObject *t)
 }
 
 /* Class attributes that say where or how a class was defined, not what it
- * computes: moving a class must not change its key. */
+ * computes: moving a class must not change its key. And the caches Python
+ * adds to a class as it is used (copyreg's __slotnames__ on the first
+ * pickling, abc's _abc_impl): the class is the same before and after. */
 static int
 is_class_bookkeeping(PyObject *name)
 {
     static const char *const skipped[] = {
         "__module__", "__qualname__", "__doc__", "__dict__", "__weakref__",
         "__firstlineno__", "__static_attributes__", "__annotations__",
-        "__annotate__", "__orig_bases__", "__parameters__", "__slots__", NULL,
+        "__annotate__", "__orig_bases__", "__parameters__", "__slots__",
+        "__slotnames__", "_abc_impl", NULL,
     };
     if (!PyUnicode_Check(name))
         return 0;
