@@ -35,6 +35,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <pthread.h>
+#include <time.h>
 
 #define DEFAULT_MAP_SIZE ((size_t)1 << 30)
 
@@ -117,12 +118,103 @@ store_on_assert(MDB_env *env, const char *msg)
 
 /* ---- environment lifetime and map size ---------------------------------- */
 
-static int
-env_lock(int dirfd)
+#define DEFAULT_LOCK_TIMEOUT 10.0
+
+static double
+monotonic_now(void)
 {
-    while (flock(dirfd, LOCK_EX) < 0) {
-        if (errno != EINTR)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Sleeps `pause` seconds with the GIL released, so the threads this process
+ * waits for can run. -1 with an exception when a signal handler raised. */
+static int
+pause_released(double pause)
+{
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(pause * 1e9)};
+    Py_BEGIN_ALLOW_THREADS
+    nanosleep(&ts, NULL);
+    Py_END_ALLOW_THREADS
+    return PyErr_CheckSignals();
+}
+
+static void
+raise_busy(ds_env *e, const char *what)
+{
+    PyErr_Format(ds_BusyError,
+                 "%s: the cache in %s is held by another process for more than %d s "
+                 "(one stopped with Ctrl-Z or SIGSTOP?)",
+                 what, e->folder != NULL ? e->folder : "?", (int)(e->lock_timeout + 0.5));
+}
+
+/* flock(fd, LOCK_EX), polled for at most e->lock_timeout seconds. With
+ * `held`, the lock is also one thread's at a time within this process
+ * (flock alone is shared by every thread using the descriptor): *held is
+ * set while a thread holds it, as threads may wait with the GIL released
+ * while holding it. 0, or -1 with BusyError or StoreError set. */
+static int
+env_flock(ds_env *e, int fd, int *held, const char *what)
+{
+    double deadline = monotonic_now() + e->lock_timeout, pause = 0.0005;
+
+    for (;;) {
+        if (held == NULL || !*held) {
+            if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+                if (held != NULL)
+                    *held = 1;
+                return 0;
+            }
+            if (errno == EINTR)
+                continue;
+            if (errno != EWOULDBLOCK) {
+                store_raise(errno, what, NULL);
+                return -1;
+            }
+        }
+        if (monotonic_now() >= deadline) {
+            raise_busy(e, what);
             return -1;
+        }
+        if (pause_released(pause) < 0)
+            return -1;
+        pause = pause * 2 > 0.05 ? 0.05 : pause * 2;
+    }
+}
+
+int
+env_write_lock(ds_env *e)
+{
+    return env_flock(e, e->fd, &e->write_held, "write");
+}
+
+void
+env_write_unlock(ds_env *e)
+{
+    e->write_held = 0;
+    flock(e->fd, LOCK_UN);
+}
+
+/* Waits, with the GIL released, for the reads other threads of this process
+ * have open to end: the records they hold point into the map, which a new
+ * size moves. A read that outlasts lock_timeout (one open in this very
+ * thread, below the write) makes BusyError. */
+static int
+env_wait_reads(ds_env *e, const char *what)
+{
+    double deadline = monotonic_now() + e->lock_timeout, pause = 0.0002;
+
+    while (e->reading > 0) {
+        if (monotonic_now() >= deadline) {
+            PyErr_Format(ds_BusyError, "%s: a read of the cache in %s stayed open for more "
+                         "than %d s", what, e->folder != NULL ? e->folder : "?",
+                         (int)(e->lock_timeout + 0.5));
+            return -1;
+        }
+        if (pause_released(pause) < 0)
+            return -1;
+        pause = pause * 2 > 0.01 ? 0.01 : pause * 2;
     }
     return 0;
 }
@@ -130,25 +222,17 @@ env_lock(int dirfd)
 /* Sets the map size to at least `size` and at least data.mdb's size, under
  * the folder's flock, so that no process ever shrinks the file (see the top
  * of the file). size 0 adopts the file's size: what another process grew.
- * Remapping moves the map, so no transaction of this process may be open. */
+ * Remapping moves the map, so no transaction of this process may be open:
+ * other threads' reads are waited for (the GIL is held from their end to
+ * the new size). */
 static int
 env_set_mapsize(ds_env *e, size_t size, const char *what)
 {
     struct stat st;
     int rc;
 
-    if (e->reading > 0) {
-        /* The records a reader holds point into the map. */
-        store_raise(size ? MDB_MAP_FULL : MDB_MAP_RESIZED,
-                    size ? "cannot grow the map while a read is in progress"
-                         : "cannot adopt the new map size while a read is in progress",
-                    NULL);
+    if (env_wait_reads(e, what) < 0 || env_flock(e, e->dirfd, NULL, what) < 0)
         return -1;
-    }
-    if (env_lock(e->dirfd) < 0) {
-        store_raise(errno, what, NULL);
-        return -1;
-    }
     if (fstat(e->fd, &st) < 0) {
         rc = errno;
     }
@@ -262,49 +346,81 @@ key_compare(const MDB_val *a, const MDB_val *b)
     return a->mv_size < b->mv_size ? -1 : a->mv_size > b->mv_size;
 }
 
-/* Opens the four tables once; handles stay valid for the environment's life. */
+/* Opens the four tables in txn (creating them when `create`). An LMDB code. */
+static int
+env_open_tables_in(ds_env *e, MDB_txn *txn, unsigned int create)
+{
+    int rc;
+
+    if ((rc = mdb_dbi_open(txn, "values", create, &e->values)) == 0
+        && (rc = mdb_dbi_open(txn, "meta", create, &e->meta)) == 0
+        && (rc = mdb_dbi_open(txn, "sites", create, &e->sites)) == 0
+        && (rc = mdb_dbi_open(txn, "code", create, &e->code)) == 0
+        && (rc = mdb_set_compare(txn, e->values, key_compare)) == 0
+        && (rc = mdb_set_compare(txn, e->meta, key_compare)) == 0
+        && (rc = mdb_set_compare(txn, e->code, key_compare)) == 0)
+        return 0;
+    return rc;
+}
+
+/* Opens the four tables once; handles stay valid for the environment's life.
+ * A read transaction does when they exist (every open but the first), so
+ * opening never waits for a writer; only creating them takes the gate. */
 static int
 env_open_tables(ds_env *e)
 {
     MDB_txn *txn = NULL;
-    unsigned int flags = e->rdonly ? 0 : MDB_CREATE;
-    int rc;
+    int rc = 0, writing = 0;
 
     for (int attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
-        rc = mdb_txn_begin(e->env, NULL, e->rdonly ? MDB_RDONLY : 0, &txn);
+        rc = mdb_txn_begin(e->env, NULL, writing ? 0 : MDB_RDONLY, &txn);
         if (rc == MDB_MAP_RESIZED) {
             if (env_adopt_mapsize(e) < 0)
-                return -1;
+                goto error;
             continue;
         }
         if (rc != 0)
             break;
-        if ((rc = mdb_dbi_open(txn, "values", flags, &e->values)) == 0
-            && (rc = mdb_dbi_open(txn, "meta", flags, &e->meta)) == 0
-            && (rc = mdb_dbi_open(txn, "sites", flags, &e->sites)) == 0
-            && (rc = mdb_dbi_open(txn, "code", flags, &e->code)) == 0
-            && (rc = mdb_set_compare(txn, e->values, key_compare)) == 0
-            && (rc = mdb_set_compare(txn, e->meta, key_compare)) == 0
-            && (rc = mdb_set_compare(txn, e->code, key_compare)) == 0) {
+        rc = env_open_tables_in(e, txn, writing ? MDB_CREATE : 0);
+        if (rc == 0) {
             rc = mdb_txn_commit(txn);   /* keeps the handles, even read-only */
             txn = NULL;
             if (rc == 0) {
                 e->have_tables = 1;
-                return 0;
+                goto done;
             }
         }
         if (txn != NULL)
             mdb_txn_abort(txn);
         txn = NULL;
-        if (rc == MDB_NOTFOUND && e->rdonly)
-            return 0;   /* nothing written yet: an empty store */
+        if (rc == MDB_NOTFOUND && e->rdonly) {
+            rc = 0;   /* nothing written yet: an empty store */
+            goto done;
+        }
+        if (rc == MDB_NOTFOUND && !writing) {
+            if (env_write_lock(e) < 0)
+                return -1;
+            writing = 1;
+            continue;
+        }
         if (rc != MDB_MAP_FULL)
             break;
+        if (writing) {
+            env_write_unlock(e);
+            writing = 0;
+        }
         if (env_grow(e, 0) < 0)
             return -1;
     }
     store_raise(rc, "open tables", NULL);
+error:
+    if (writing)
+        env_write_unlock(e);
     return -1;
+done:
+    if (writing)
+        env_write_unlock(e);
+    return 0;
 }
 
 /* ---- checking data.mdb against LMDB's own metadata ---------------------- */
@@ -507,10 +623,9 @@ env_acquire(PyObject *path, const char *fspath, size_t map_size, int rdonly)
     if (map_size > SIZE_MAX - psize)
         map_size = SIZE_MAX - psize;
     map_size = (map_size + psize - 1) / psize * psize;
-    if (env_lock(e->dirfd) < 0) {
-        store_raise(errno, "cannot lock cache folder", path);
+    e->lock_timeout = DEFAULT_LOCK_TIMEOUT;
+    if (env_flock(e, e->dirfd, NULL, "open") < 0)
         goto error;
-    }
     locked = 1;
     /* Before LMDB opens the file (a writable open extends it to the map
      * size): a file cut short must not be opened, let alone grown. */

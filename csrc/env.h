@@ -26,6 +26,9 @@ typedef struct ds_env {
     size_t allocated;       /* data.mdb is fallocate'd up to here */
     int no_fallocate;       /* the file system cannot */
     int stale_readers;      /* reader slots of dead processes cleared at open */
+    int write_held;         /* a thread of this process holds the writer gate */
+    double lock_timeout;    /* longest wait for the writer gate or for this
+                               process's reads to end before the map grows */
     dev_t dev;
     ino_t ino;
     char *folder;           /* its path, for messages (PyMem) */
@@ -51,6 +54,16 @@ ds_env *env_acquire(PyObject *path, const char *fspath, size_t map_size, int rdo
 /* Drops a reference; the last one syncs and closes. Only for environments
  * of this process (same fork generation). */
 void env_release(ds_env *e);
+
+/* The writer gate: an flock on data.mdb taken around every write
+ * transaction, polled with the GIL released for at most e->lock_timeout
+ * seconds. LMDB's own writer mutex cannot be waited on with a bound: behind
+ * the gate it is only ever taken by a process that is writing now, so a
+ * writer that is stopped (Ctrl-Z, SIGSTOP) holds up other writers for
+ * lock_timeout, never forever, and readers not at all. 0, or -1 with
+ * BusyError (or StoreError) set. */
+int env_write_lock(ds_env *e);
+void env_write_unlock(ds_env *e);
 
 /* Adopts a map grown by another process (MDB_MAP_RESIZED). 0 or -1. */
 int env_adopt_mapsize(ds_env *e);

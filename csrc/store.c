@@ -19,78 +19,6 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-/* ---- the pending hits table --------------------------------------------- */
-
-static size_t
-hit_hash(const unsigned char *key)
-{
-    uint64_t a, b;
-    memcpy(&a, key, 8);
-    memcpy(&b, key + 8, 8);
-    uint64_t h = a ^ (b * 0x9E3779B97F4A7C15u);
-    h ^= h >> 31;
-    h *= 0xBF58476D1CE4E5B9u;
-    h ^= h >> 29;
-    return (size_t)h;
-}
-
-ds_hit *
-hits_find(StoreObject *s, const unsigned char *key)
-{
-    if (s->hits_cap == 0)
-        return NULL;
-    size_t mask = s->hits_cap - 1;
-    for (size_t i = hit_hash(key) & mask;; i = (i + 1) & mask) {
-        ds_hit *h = &s->hits[i];
-        if (!h->used)
-            return NULL;
-        if (memcmp(h->key, key, DS_DIGEST_SIZE) == 0)
-            return h;
-    }
-}
-
-void
-hits_clear(StoreObject *s)
-{
-    PyMem_Free(s->hits);
-    s->hits = NULL;
-    s->hits_cap = 0;
-    s->hits_used = 0;
-}
-
-static int
-hits_grow(StoreObject *s)
-{
-    size_t cap = s->hits_cap ? s->hits_cap * 2 : 64;
-    ds_hit *table = PyMem_Calloc(cap, sizeof *table);
-    if (table == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (size_t j = 0; j < s->hits_cap; j++) {
-        ds_hit *old = &s->hits[j];
-        if (!old->used)
-            continue;
-        size_t i = hit_hash(old->key) & (cap - 1);
-        while (table[i].used)
-            i = (i + 1) & (cap - 1);
-        table[i] = *old;
-    }
-    PyMem_Free(s->hits);
-    s->hits = table;
-    s->hits_cap = cap;
-    return 0;
-}
-
-/* Forgets pending hits of a key whose entry is replaced or deleted. */
-void
-hits_forget(StoreObject *s, const unsigned char *key)
-{
-    ds_hit *h = hits_find(s, key);
-    if (h != NULL)
-        h->count = 0;
-}
-
 /* ---- StoreObject state -------------------------------------------------- */
 
 static int
@@ -99,10 +27,13 @@ store_reopen_after_fork(StoreObject *s)
     /* The parent's env, reader and pending hits stay behind: see
      * store_atfork_child. The parent flushes its own hits. */
     s->env = NULL;
-    s->rtxn = NULL;
+    PyMem_Free(s->readers);   /* their transactions are the parent's */
+    s->readers = NULL;
+    s->nreaders = 0;
     s->reading = 0;
     s->gen = ds_fork_gen;
-    hits_clear(s);
+    hits_abandon(&s->hits);
+    s->flush_failed = 0;
     s->env = env_acquire(s->path, PyBytes_AS_STRING(s->abspath), s->map_size, s->readonly);
     return s->env != NULL ? 0 : -1;
 }
@@ -134,29 +65,76 @@ store_ensure_writable(StoreObject *s)
 
 /* ---- reads (the hit path) ------------------------------------------------ */
 
+static ds_reader *
+store_reader_of(StoreObject *s, unsigned long thread)
+{
+    for (size_t i = 0; i < s->nreaders; i++) {
+        if (s->readers[i].depth > 0 && s->readers[i].thread == thread)
+            return &s->readers[i];
+    }
+    return NULL;
+}
+
+MDB_txn *
+store_txn(StoreObject *s)
+{
+    ds_reader *r = s->gen == ds_fork_gen ? store_reader_of(s, PyThread_get_thread_ident()) : NULL;
+    return r != NULL ? r->txn : NULL;
+}
+
+/* A reader no thread uses now, made when all are in use. */
+static ds_reader *
+store_free_reader(StoreObject *s)
+{
+    for (size_t i = 0; i < s->nreaders; i++) {
+        if (s->readers[i].depth == 0)
+            return &s->readers[i];
+    }
+    ds_reader *more = PyMem_Realloc(s->readers, (s->nreaders + 1) * sizeof *more);
+    if (more == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    s->readers = more;
+    ds_reader *r = &s->readers[s->nreaders++];
+    r->thread = 0;
+    r->txn = NULL;
+    r->depth = 0;
+    return r;
+}
+
 int
 store_read_begin(StoreObject *s)
 {
+    unsigned long thread = PyThread_get_thread_ident();
     int rc;
 
-    if (s->reading > 0 && s->gen == ds_fork_gen) {
-        s->reading++;   /* nested: same snapshot, pointers stay valid */
-        return 0;
+    if (s->gen == ds_fork_gen) {
+        ds_reader *nested = store_reader_of(s, thread);
+        if (nested != NULL) {
+            nested->depth++;   /* same snapshot: pointers stay valid */
+            return 0;
+        }
     }
     if (store_ensure(s) < 0)
         return -1;
+    ds_reader *r = store_free_reader(s);
+    if (r == NULL)
+        return -1;
     for (int attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
-        if (s->rtxn != NULL) {
-            rc = mdb_txn_renew(s->rtxn);
+        if (r->txn != NULL) {
+            rc = mdb_txn_renew(r->txn);
         }
         else {
             MDB_txn *txn = NULL;
             rc = mdb_txn_begin(s->env->env, NULL, MDB_RDONLY, &txn);
             if (rc == 0)
-                s->rtxn = txn;
+                r->txn = txn;
         }
         if (rc == 0) {
-            s->reading = 1;
+            r->thread = thread;
+            r->depth = 1;
+            s->reading++;
             s->env->reading++;
             return 0;
         }
@@ -172,16 +150,33 @@ store_read_begin(StoreObject *s)
 void
 store_read_end(StoreObject *s)
 {
-    if (s->reading == 0)
+    if (s->gen != ds_fork_gen)
+        return;   /* the parent's readers: never reset them here */
+    ds_reader *r = store_reader_of(s, PyThread_get_thread_ident());
+    if (r == NULL)
         return;
-    if (s->gen != ds_fork_gen) {
-        s->reading = 0;   /* the parent's reader: never reset it here */
-        return;
-    }
-    if (--s->reading == 0) {
-        mdb_txn_reset(s->rtxn);
+    if (--r->depth == 0) {
+        mdb_txn_reset(r->txn);
+        s->reading--;
         s->env->reading--;
     }
+}
+
+void
+store_readers_close(StoreObject *s)
+{
+    if (s->gen == ds_fork_gen) {
+        for (size_t i = 0; i < s->nreaders; i++) {
+            if (s->readers[i].depth > 0)
+                s->env->reading--;
+            if (s->readers[i].txn != NULL)
+                mdb_txn_abort(s->readers[i].txn);
+        }
+    }
+    PyMem_Free(s->readers);
+    s->readers = NULL;
+    s->nreaders = 0;
+    s->reading = 0;
 }
 
 int
@@ -190,14 +185,15 @@ store_lookup_impl(StoreObject *s, const unsigned char key[DS_DIGEST_SIZE], ds_re
 {
     MDB_val k = {DS_DIGEST_SIZE, (void *)key}, v;
 
-    if (s->reading == 0 || s->gen != ds_fork_gen) {
+    MDB_txn *txn = store_txn(s);
+    if (txn == NULL) {
         PyErr_SetString(ds_StoreError,
                         "store_lookup outside store_read_begin/store_read_end");
         return -1;
     }
     if (!s->env->have_tables)
         return 0;
-    int rc = mdb_get(s->rtxn, s->env->values, &k, &v);
+    int rc = mdb_get(txn, s->env->values, &k, &v);
     if (rc == MDB_NOTFOUND)
         return 0;
     if (rc != 0) {
@@ -313,15 +309,17 @@ store_write_txn(StoreObject *s, store_fill_fn fill, void *ctx, size_t need)
 {
     ds_env *e = s->env;
     const char *what = "begin write";
-    int rc = 0;
+    int rc = 0, result = -1;
 
+    if (env_write_lock(e) < 0)
+        return -1;
     for (int attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
         MDB_txn *txn = NULL;
         what = "begin write";
         rc = mdb_txn_begin(e->env, NULL, 0, &txn);
         if (rc == MDB_MAP_RESIZED) {
             if (env_adopt_mapsize(e) < 0)
-                return -1;
+                goto done;
             continue;
         }
         if (rc != 0)
@@ -339,17 +337,20 @@ store_write_txn(StoreObject *s, store_fill_fn fill, void *ctx, size_t need)
         }
         if (rc == 0) {
             e->dirty = 1;
-            return 0;
+            result = 0;
+            goto done;
         }
         if (rc == FILL_PYERR)
-            return -1;
+            goto done;
         if (rc != MDB_MAP_FULL)
             break;
         if (env_grow(e, need) < 0)
-            return -1;
+            goto done;
     }
     store_raise(rc, what, NULL);
-    return -1;
+done:
+    env_write_unlock(e);
+    return result;
 }
 
 typedef struct {
@@ -515,7 +516,7 @@ store_write(StoreObject *s, const unsigned char key[DS_DIGEST_SIZE], const ds_en
         need = SIZE_MAX;
     if (store_write_txn(s, write_fill, &c, need) < 0)
         goto error;
-    hits_forget(s, key);
+    hits_forget(&s->hits, key);
     result = 0;
 error:
     for (Py_ssize_t i = 0; i < nviews; i++)
@@ -536,42 +537,26 @@ store_note_hit(StoreObject *s, const unsigned char key[DS_DIGEST_SIZE], double w
     }
     if (s->readonly)
         return 0;   /* nowhere to write them */
-    ds_hit *h = hits_find(s, key);
-    if (h == NULL) {
-        if ((s->hits_used + 1) * 2 > s->hits_cap && hits_grow(s) < 0)
-            return -1;
-        size_t mask = s->hits_cap - 1;
-        size_t i = hit_hash(key) & mask;
-        while (s->hits[i].used)
-            i = (i + 1) & mask;
-        h = &s->hits[i];
-        h->used = 1;
-        memcpy(h->key, key, DS_DIGEST_SIZE);
-        h->count = 0;
-        h->last = when;
-        s->hits_used++;
-    }
-    h->count++;
-    if (when > h->last)
-        h->last = when;
+    if (hits_note(&s->hits, s->env->dirfd, key, when) < 0)
+        return -1;
     return 0;
 }
 
+/* Adds n pending counts to their entries' metadata inside txn. */
 static int
-flush_fill(StoreObject *s, MDB_txn *txn, void *ctx, const char **what)
+flush_counts(ds_env *e, MDB_txn *txn, const ds_hitrec *recs, size_t n, double *saved,
+             const char **what)
 {
-    ds_env *e = s->env;
     unsigned char small[512];
     unsigned char *copy = NULL;
     size_t copy_cap = 0;
     int rc = 0;
 
-    double *saved = ctx;
-    for (size_t i = 0; i < s->hits_cap; i++) {
-        ds_hit *h = &s->hits[i];
-        if (!h->used || h->count == 0)
+    for (size_t i = 0; i < n; i++) {
+        const ds_hitrec *h = &recs[i];
+        if (h->count == 0)
             continue;
-        MDB_val k = {DS_DIGEST_SIZE, h->key}, v;
+        MDB_val k = {DS_DIGEST_SIZE, (void *)h->key}, v;
         *what = "read metadata";
         rc = mdb_get(txn, e->meta, &k, &v);
         if (rc == MDB_NOTFOUND)
@@ -613,23 +598,57 @@ done:
     return rc;
 }
 
+typedef struct {
+    double saved;               /* this process's hits only */
+    const ds_orphans *orphans;
+} flush_ctx;
+
+static int
+flush_fill(StoreObject *s, MDB_txn *txn, void *arg, const char **what)
+{
+    flush_ctx *c = arg;
+    double orphan_saved = 0;
+    int rc;
+
+    c->saved = 0;   /* a retried fill starts over */
+    rc = flush_counts(s->env, txn, s->hits.recs, s->hits.n, &c->saved, what);
+    for (size_t i = 0; rc == 0 && i < c->orphans->n; i++)
+        rc = flush_counts(s->env, txn, c->orphans->files[i].recs, c->orphans->files[i].n,
+                          &orphan_saved, what);
+    return rc;
+}
+
+/* Writes this process's pending hits and those that processes which ended
+ * without flushing left in the folder (hits.h), then syncs what was
+ * written before. After a failure the counts stay in their file, and close
+ * does not try again: a later process adds them. */
 int
 store_flush(StoreObject *s)
 {
     if (store_ensure(s) < 0)
         return -1;
-    if (!s->readonly && s->hits_used > 0) {
-        double saved = 0;
-        int was_dirty = s->env->dirty;
-        if (store_write_txn(s, flush_fill, &saved, 64 * s->hits_used) < 0) {
-            hits_clear(s);   /* best effort: close must not try (and report) again */
-            return -1;
+    if (!s->readonly) {
+        ds_orphans orphans;
+        hits_orphans_open(s->env->dirfd, &s->hits, &orphans);
+        if (s->hits.n > 0 || orphans.n > 0) {
+            flush_ctx c = {.saved = 0, .orphans = &orphans};
+            int was_dirty = s->env->dirty;
+            size_t records = s->hits.n;
+            for (size_t i = 0; i < orphans.n; i++)
+                records += orphans.files[i].n;
+            if (store_write_txn(s, flush_fill, &c, 64 * records) < 0) {
+                hits_orphans_close(s->env->dirfd, &orphans, 0);
+                s->flush_failed = 1;
+                return -1;
+            }
+            /* Hit counts alone are not worth a disk flush at every exit: a
+             * warm run would pay for it, and a lost count costs nothing. */
+            s->env->dirty = was_dirty;
+            s->saved += c.saved;
+            s->flush_failed = 0;
+            hits_reset(&s->hits);
         }
-        /* Hit counts alone are not worth a disk flush at every exit: a warm
-         * run would pay for it, and a lost count costs nothing. */
-        s->env->dirty = was_dirty;
-        s->saved += saved;   /* only once committed: a retried fill starts over */
-        hits_clear(s);
+        hits_orphans_close(s->env->dirfd, &orphans, 1);
     }
     if (s->env->dirty) {
         int rc = mdb_env_sync(s->env->env, 1);
@@ -671,22 +690,21 @@ store_close_impl(StoreObject *s)
     if (s->env == NULL)
         return 0;
     if (s->gen != ds_fork_gen) {
+        store_readers_close(s);   /* frees ours; the transactions are the parent's */
         s->env = NULL;   /* the parent's: leaked, see store_atfork_child */
-        s->rtxn = NULL;
-        s->reading = 0;
-        hits_clear(s);
+        hits_abandon(&s->hits);
         return 0;
     }
     if (s->reading > 0) {
         PyErr_SetString(ds_StoreError, "cannot close the store while a read is in progress");
         return -1;
     }
-    result = store_flush(s);
-    if (s->rtxn != NULL)
-        mdb_txn_abort(s->rtxn);
-    s->rtxn = NULL;
+    if (!s->flush_failed)
+        result = store_flush(s);
+    hits_close(&s->hits, s->env->dirfd, s->flush_failed);
+    s->flush_failed = 0;
+    store_readers_close(s);
     env_release(s->env);
     s->env = NULL;
-    hits_clear(s);
     return result;
 }

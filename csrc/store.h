@@ -15,8 +15,11 @@ extern PyTypeObject Store_Type;
 
 /* StoreError's subclass for a damaged data.mdb or value record. */
 extern PyObject *ds_DamagedError;
+/* StoreError's subclass for a write that waited its bound for another
+ * process (env_write_lock) or for this process's reads to end. */
+extern PyObject *ds_BusyError;
 
-/* Adds Store's exceptions (UnsafeFolderError, DamagedError) and functions
+/* Adds Store's exceptions (UnsafeFolderError, DamagedError, BusyError) and functions
  * (check_folder) to the module, after StoreError exists. 0 or -1. */
 int store_module_init(PyObject *module);
 
@@ -65,7 +68,8 @@ typedef struct {
  * exception set. Calls nest (Python code run between them may read again):
  * records stay valid until the outermost store_read_end. No malloc, no
  * Python object. Between them the store cannot be closed, and a store_write
- * that would need to grow the map fails, so end the read before writing. */
+ * that needs to grow the map waits for the read to end (BusyError after the
+ * lock timeout when it is this thread's own), so end the read before writing. */
 int store_read_begin(StoreObject *s);
 void store_read_end(StoreObject *s);
 

@@ -10,30 +10,40 @@
 
 #include <time.h>
 
+#include "hits.h"
+
 #define FILL_PYERR (-1)     /* a fill callback set a Python exception */
 
-/* ---- pending hits: an open-addressing table, flushed by store_flush ----- */
-
+/* A thread's read transaction. Each thread reads its own snapshot: one
+ * shared between threads would stay open as long as any of them reads, and
+ * the others would not see what was written since. Calls of one thread
+ * nest (Python code run during a read may read again) on one snapshot. */
 typedef struct {
-    unsigned char key[DS_DIGEST_SIZE];
-    uint64_t count;         /* 0: nothing pending (slot still keyed) */
-    double last;
-    int used;
-} ds_hit;
+    unsigned long thread;   /* PyThread_get_thread_ident; meaningful while depth > 0 */
+    MDB_txn *txn;           /* reset between reads (MDB_NOTLS), or NULL */
+    unsigned int depth;     /* nesting of store_read_begin; 0: free */
+} ds_reader;
+
+/* The read transaction of the calling thread, or NULL when it has none. */
+MDB_txn *store_txn(StoreObject *s);
+
+/* Ends every read and frees the readers (close; a dying store). */
+void store_readers_close(StoreObject *s);
 
 struct StoreObject {
     PyObject_HEAD
     ds_env *env;            /* NULL once closed */
-    MDB_txn *rtxn;          /* the reader, reset between reads (MDB_NOTLS) */
-    unsigned int reading;   /* nesting depth of store_read_begin */
+    ds_reader *readers;     /* one per thread that reads, reused between reads */
+    size_t nreaders;
+    unsigned int reading;   /* threads with a read open now */
     unsigned long gen;      /* fork generation env belongs to */
     int readonly;
     size_t map_size;        /* as asked for; reused to reopen after a fork */
     PyObject *path;         /* str, as given */
     PyObject *abspath;      /* bytes, resolved: a child may have chdir'd */
-    ds_hit *hits;
-    size_t hits_cap;        /* power of two, or 0 */
-    size_t hits_used;
+    ds_hits hits;           /* not yet written: see hits.h */
+    int flush_failed;       /* the last flush could not write them: close
+                               leaves their file to a later process */
     double saved;           /* compute seconds of the hits flushed so far */
 };
 
@@ -44,12 +54,6 @@ store_now(void)
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
-
-/* The pending hits of key, or NULL. */
-ds_hit *hits_find(StoreObject *s, const unsigned char *key);
-void hits_clear(StoreObject *s);
-/* Forgets pending hits of a key whose entry is replaced or deleted. */
-void hits_forget(StoreObject *s, const unsigned char *key);
 
 /* Entry check of every operation: open, and in the process that opened it
  * (reopens after a fork). 0 or -1 with an exception. */

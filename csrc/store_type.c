@@ -53,6 +53,7 @@ Store_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         goto error;
     s->gen = ds_fork_gen;
     s->readonly = readonly;
+    hits_init(&s->hits);
     s->map_size = (size_t)map_size;
     s->path = path;
     path = NULL;
@@ -86,16 +87,12 @@ Store_dealloc(StoreObject *s)
         PyObject *exc = PyErr_GetRaisedException();
         /* Whoever began a read held a reference: nobody can still use a
          * record of a dying store. */
-        if (s->gen == ds_fork_gen && s->reading > 0) {
-            mdb_txn_reset(s->rtxn);
-            s->env->reading--;
-            s->reading = 0;
-        }
+        store_readers_close(s);
         if (store_close_impl(s) < 0)
             PyErr_WriteUnraisable(NULL);   /* not s: its refcount is 0 */
         PyErr_SetRaisedException(exc);
     }
-    hits_clear(s);
+    hits_abandon(&s->hits);   /* nothing left after a close */
     Py_XDECREF(s->path);
     Py_XDECREF(s->abspath);
     Py_TYPE(s)->tp_free((PyObject *)s);
@@ -267,7 +264,7 @@ store_put_raw(StoreObject *s, PyObject *args, int code)
     if (store_write_txn(s, raw_fill, &c, c.len + 64 + CODE_HEADER) < 0)
         goto error;
     if (!code)
-        hits_forget(s, key.buf);
+        hits_forget(&s->hits, key.buf);
     result = Py_NewRef(Py_None);
 error:
     if (have_key)
@@ -311,7 +308,7 @@ store_get_raw(StoreObject *s, PyObject *keyobj, int what)
         goto error;
     }
     MDB_val k = {DS_DIGEST_SIZE, key.buf}, v;
-    int rc = mdb_get(s->rtxn, what == RAW_CODE ? s->env->code : s->env->values, &k, &v);
+    int rc = mdb_get(store_txn(s), what == RAW_CODE ? s->env->code : s->env->values, &k, &v);
     if (rc == MDB_NOTFOUND) {
         result = what == RAW_VERIFY ? PyUnicode_FromString("missing") : Py_NewRef(Py_None);
         goto error;
@@ -420,7 +417,7 @@ Store_delete(StoreObject *s, PyObject *keyobj)
     c.key = key.buf;
     if (store_write_txn(s, delete_fill, &c, 4096) < 0)
         goto error;
-    hits_forget(s, key.buf);
+    hits_forget(&s->hits, key.buf);
     result = PyBool_FromLong(c.found);
 error:
     PyBuffer_Release(&key);
@@ -433,7 +430,7 @@ meta_dict(StoreObject *s, const unsigned char *key, const ds_meta *m)
 {
     uint64_t hits = m->hits;
     double last = m->last_hit;
-    ds_hit *h = hits_find(s, key);
+    const ds_hitrec *h = hits_find(&s->hits, key);
     if (h != NULL && h->count > 0) {
         hits += h->count;
         if (h->last > last)
@@ -470,7 +467,7 @@ Store_meta(StoreObject *s, PyObject *keyobj)
         goto error;
     }
     MDB_val k = {DS_DIGEST_SIZE, key.buf}, v;
-    int rc = mdb_get(s->rtxn, s->env->meta, &k, &v);
+    int rc = mdb_get(store_txn(s), s->env->meta, &k, &v);
     if (rc == MDB_NOTFOUND || (rc == 0 && meta_decode(v.mv_data, v.mv_size, &m) < 0)) {
         result = Py_NewRef(Py_None);
         goto error;
@@ -479,7 +476,7 @@ Store_meta(StoreObject *s, PyObject *keyobj)
         store_raise(rc, "read metadata", NULL);
         goto error;
     }
-    if (meta_resolve_site(s->env, s->rtxn, &m) < 0)
+    if (meta_resolve_site(s->env, store_txn(s), &m) < 0)
         goto error;
     result = meta_dict(s, key.buf, &m);
 error:
@@ -503,7 +500,7 @@ Store_entries(StoreObject *s, PyObject *unused)
     list = PyList_New(0);
     if (list == NULL || !s->env->have_tables)
         goto done;
-    if ((rc = mdb_cursor_open(s->rtxn, s->env->meta, &cur)) != 0) {
+    if ((rc = mdb_cursor_open(store_txn(s), s->env->meta, &cur)) != 0) {
         store_raise(rc, "list entries", NULL);
         goto error;
     }
@@ -511,7 +508,7 @@ Store_entries(StoreObject *s, PyObject *unused)
         ds_meta m;
         if (k.mv_size != DS_DIGEST_SIZE || meta_decode(v.mv_data, v.mv_size, &m) < 0)
             continue;
-        if (meta_resolve_site(s->env, s->rtxn, &m) < 0)
+        if (meta_resolve_site(s->env, store_txn(s), &m) < 0)
             goto error;
         item = meta_dict(s, k.mv_data, &m);
         if (item == NULL || PyList_Append(list, item) < 0)
@@ -540,7 +537,7 @@ store_count(StoreObject *s)
     MDB_stat st;
     if (!s->env->have_tables)
         return 0;
-    int rc = mdb_stat(s->rtxn, s->env->values, &st);
+    int rc = mdb_stat(store_txn(s), s->env->values, &st);
     if (rc != 0) {
         store_raise(rc, "count", NULL);
         return -1;
@@ -713,7 +710,7 @@ Store_put_record(StoreObject *s, PyObject *args, PyObject *kwds)
     if (store_write_txn(s, record_fill, &c, need) < 0)
         goto error;
     if (c.written)
-        hits_forget(s, key.buf);
+        hits_forget(&s->hits, key.buf);
     result = PyBool_FromLong(c.written);
 error:
     if (have_key)
@@ -752,7 +749,7 @@ Store_clear(StoreObject *s, PyObject *unused)
         return NULL;
     if (store_write_txn(s, clear_fill, &removed, 64 * s->env->psize) < 0)
         return NULL;
-    hits_clear(s);
+    hits_reset(&s->hits);
     return PyLong_FromSize_t(removed);
 }
 
@@ -841,7 +838,40 @@ Store_get_saved(StoreObject *s, void *closure)
     return PyFloat_FromDouble(s->saved);
 }
 
+static PyObject *
+Store_get_lock_timeout(StoreObject *s, void *closure)
+{
+    DS_UNUSED(closure);
+    if (store_ensure(s) < 0)
+        return NULL;
+    return PyFloat_FromDouble(s->env->lock_timeout);
+}
+
+static int
+Store_set_lock_timeout(StoreObject *s, PyObject *value, void *closure)
+{
+    DS_UNUSED(closure);
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "lock_timeout cannot be deleted");
+        return -1;
+    }
+    double t = PyFloat_AsDouble(value);
+    if (t == -1.0 && PyErr_Occurred())
+        return -1;
+    if (!(t >= 0.0 && t <= 86400.0)) {
+        PyErr_SetString(PyExc_ValueError, "lock_timeout must be between 0 and 86400 seconds");
+        return -1;
+    }
+    if (store_ensure(s) < 0)
+        return -1;
+    s->env->lock_timeout = t;
+    return 0;
+}
+
 static PyGetSetDef Store_getset[] = {
+    {"lock_timeout", (getter)Store_get_lock_timeout, (setter)Store_set_lock_timeout,
+     "Seconds a write waits for another process's write (or this process's reads)"
+     " before BusyError; shared by the Store objects of a folder in this process.", NULL},
     {"saved_seconds", (getter)Store_get_saved, NULL,
      "Compute seconds of the hits this object has flushed: the time they saved.", NULL},
     {"path", (getter)Store_get_path, NULL, "The cache folder, as given.", NULL},
@@ -918,6 +948,7 @@ PyTypeObject Store_Type = {
 /* ---- module registration -------------------------------------------------- */
 
 PyObject *ds_DamagedError = NULL;
+PyObject *ds_BusyError = NULL;
 
 static PyMethodDef store_functions[] = {
     {"check_folder", folder_py_check, METH_O,
@@ -946,6 +977,14 @@ store_module_init(PyObject *module)
         ds_StoreError, NULL);
     if (ds_DamagedError == NULL
         || PyModule_AddObjectRef(module, "DamagedError", ds_DamagedError) < 0)
+        return -1;
+    ds_BusyError = PyErr_NewExceptionWithDoc(
+        "devstash._core.BusyError",
+        "A write waited its bound (Store.lock_timeout) for the cache: another process held"
+        " it (stopped with Ctrl-Z or SIGSTOP?), or a read of this process stayed open.",
+        ds_StoreError, NULL);
+    if (ds_BusyError == NULL
+        || PyModule_AddObjectRef(module, "BusyError", ds_BusyError) < 0)
         return -1;
     return PyModule_AddFunctions(module, store_functions);
 }

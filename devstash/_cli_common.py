@@ -220,9 +220,25 @@ def open_store(folder: str, readonly: bool):
         if readonly:
             return None
     try:
+        if readonly:
+            add_left_hits(folder)
         return _core.Store(folder, readonly=readonly)
     except (OSError, _core.StoreError) as exc:
         raise CliError(store_problem(folder, exc)) from None
+
+
+def add_left_hits(folder: str) -> None:
+    """Adds the hit counts that processes which ended without writing them
+    (SIGTERM, SIGKILL) left in the folder (csrc/hits.h): a writable open's
+    close does. Counts only: any failure leaves them for the next time."""
+    try:
+        if not any(name.startswith("hits-") for name in os.listdir(folder)):
+            return
+        store = _core.Store(folder)
+        store.lock_timeout = 1.0
+        store.close()
+    except (OSError, _core.StoreError):
+        pass
 
 
 def store_problem(folder: str, exc) -> str:

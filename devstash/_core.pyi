@@ -22,6 +22,10 @@ class DamagedError(StoreError):
     """data.mdb (cut short, unreadable pages) or a value record (checksum) is
     damaged."""
 
+class BusyError(StoreError):
+    """A write waited Store.lock_timeout seconds for another process holding
+    the cache (stopped?) or for a read of this process: nothing was written."""
+
 # folder.c
 def check_folder(path: str) -> tuple[str, str] | None: ...
 
@@ -70,6 +74,7 @@ class Store:
     readonly: bool
     closed: bool
     saved_seconds: float  # compute seconds of the hits flushed through this object
+    lock_timeout: float  # seconds a write waits for another process before BusyError
     def __init__(self, path: str, map_size: int = 0, readonly: bool = False) -> None: ...
     def __enter__(self) -> "Store": ...
     def __exit__(self, *exc: object) -> None: ...

@@ -59,6 +59,7 @@ def open_store():
             atexit.register(_at_exit)
         try:
             store = _core.Store(path)
+            store.lock_timeout = _lock_timeout()
         except (OSError, _core.StoreError) as exc:
             if getattr(exc, "errno", None) == errno.EPERM and exc.strerror:
                 warn(f"not using the cache: {exc.strerror}; running uncached")
@@ -67,6 +68,22 @@ def open_store():
             store = None
         _stores[path] = store
     return store
+
+
+# The longest a store waits for another process's write: a writer stopped
+# with Ctrl-Z holds the cache, and the script must go on without it.
+LOCK_TIMEOUT = 10.0
+# At exit only hit counts are left to write, and when the cache is held they
+# stay in their file for the next process to add (hits.h): no need to wait.
+EXIT_LOCK_TIMEOUT = 0.1
+
+
+def _lock_timeout() -> float:
+    """LOCK_TIMEOUT, or DEVSTASH_WAIT when that is shorter."""
+    try:
+        return min(LOCK_TIMEOUT, _core.parse_duration(os.environ.get("DEVSTASH_WAIT") or "1h"))
+    except ValueError:
+        return LOCK_TIMEOUT   # Runtime says what is wrong with it
 
 
 def _at_exit() -> None:
@@ -80,7 +97,10 @@ def _at_exit() -> None:
         if store is None:
             continue
         try:
+            store.lock_timeout = min(store.lock_timeout, EXIT_LOCK_TIMEOUT)
             store.flush(wait=False)  # see store.c: start the writeback, do not wait
+        except _core.BusyError:
+            pass  # the counts stay in their file: the next flush on the folder adds them
         except Exception as exc:  # noqa: BLE001 - at exit, a report is all we can do
             warn(f"could not record hit counts ({exc})")
     hits = sum(rt.hits for rt in _runtimes)
@@ -277,6 +297,7 @@ class Runtime(_core.Runtime):
             except ValueError as exc:
                 warn(f"DEVSTASH_WAIT: {exc}; waiting up to {self.wait_seconds:.0f} s")
         self._warned = set()
+        self._warned_busy = False
         self._sites_seen = None
         self._old_parts = None      # {site id: parts} stored by earlier runs (read on use)
         self._new_parts = {}
@@ -375,6 +396,12 @@ class Runtime(_core.Runtime):
         return self._unloadable
 
     def _store_failed(self, site, exc):
+        if isinstance(exc, _core.BusyError):
+            # Only this value goes unstored: the next store may find the cache free.
+            if not self._warned_busy:
+                self._warned_busy = True
+                warn(f"{self._where(site)}: not stored: {exc}")
+            return
         warn(f"{self._where(site)}: the cache failed ({_describe(exc)}); running uncached from here")
         store, self.store = self.store, None
         if store is None:
