@@ -3,6 +3,7 @@
  * in store.c. */
 #include "folder.h"
 #include "store_internal.h"
+#include "store_scan.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -424,31 +425,6 @@ error:
     return result;
 }
 
-/* The dict of one meta record, pending hits of this process included. */
-static PyObject *
-meta_dict(StoreObject *s, const unsigned char *key, const ds_meta *m)
-{
-    uint64_t hits = m->hits;
-    double last = m->last_hit;
-    const ds_hitrec *h = hits_find(&s->hits, key);
-    if (h != NULL && h->count > 0) {
-        hits += h->count;
-        if (h->last > last)
-            last = h->last;
-    }
-    /* "replace": a damaged record must still list. */
-    return Py_BuildValue("{s:y#,s:N,s:N,s:d,s:d,s:K,s:d,s:K,s:d}",
-        "key", (const char *)key, (Py_ssize_t)DS_DIGEST_SIZE,
-        "callee", PyUnicode_DecodeUTF8(m->callee, (Py_ssize_t)m->callee_len, "replace"),
-        "site", PyUnicode_DecodeUTF8(m->site, (Py_ssize_t)m->site_len, "replace"),
-        "created", m->created,
-        "ttl", m->ttl,
-        "size", (unsigned long long)m->size,
-        "compute", m->compute,
-        "hits", (unsigned long long)hits,
-        "last_hit", last);
-}
-
 static PyObject *
 Store_meta(StoreObject *s, PyObject *keyobj)
 {
@@ -484,50 +460,6 @@ error:
         store_read_end(s);
     PyBuffer_Release(&key);
     return result;
-}
-
-static PyObject *
-Store_entries(StoreObject *s, PyObject *unused)
-{
-    PyObject *list = NULL, *item = NULL;
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
-    int rc;
-
-    DS_UNUSED(unused);
-    if (store_read_begin(s) < 0)
-        return NULL;
-    list = PyList_New(0);
-    if (list == NULL || !s->env->have_tables)
-        goto done;
-    if ((rc = mdb_cursor_open(store_txn(s), s->env->meta, &cur)) != 0) {
-        store_raise(rc, "list entries", NULL);
-        goto error;
-    }
-    while ((rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0) {
-        ds_meta m;
-        if (k.mv_size != DS_DIGEST_SIZE || meta_decode(v.mv_data, v.mv_size, &m) < 0)
-            continue;
-        if (meta_resolve_site(s->env, store_txn(s), &m) < 0)
-            goto error;
-        item = meta_dict(s, k.mv_data, &m);
-        if (item == NULL || PyList_Append(list, item) < 0)
-            goto error;
-        Py_CLEAR(item);
-    }
-    if (rc != MDB_NOTFOUND) {
-        store_raise(rc, "list entries", NULL);
-        goto error;
-    }
-    goto done;
-error:
-    Py_CLEAR(list);
-    Py_CLEAR(item);
-done:
-    if (cur != NULL)
-        mdb_cursor_close(cur);
-    store_read_end(s);
-    return list;
 }
 
 /* Entries in "values"; -1 with an exception. Needs a read in progress. */
@@ -895,6 +827,15 @@ static PyMethodDef Store_methods[] = {
      "meta(key) -> dict | None: key, callee, site, created, ttl, size, compute, hits, last_hit."},
     {"entries", (PyCFunction)Store_entries, METH_NOARGS,
      "entries() -> list[dict]: the metadata of every entry, in key order."},
+    {"scan", (PyCFunction)(void (*)(void))Store_scan, METH_VARARGS | METH_KEYWORDS,
+     "scan(after=None, limit=-1, prefix='') -> list[dict]: metadata in key order, of keys"
+     " after `after` that start with the hex prefix; at most limit (-1: all)."},
+    {"totals", (PyCFunction)Store_totals, METH_O,
+     "totals(now) -> dict: entries, size, hits, saved (compute seconds x hits), expired"
+     " (at now), sites (distinct call sites)."},
+    {"prune", (PyCFunction)Store_prune, METH_O,
+     "prune(max_size) -> (removed, removed_size, left, left_size): least recently hit"
+     " entries (never hit first, then oldest) removed until the values fit max_size."},
     {"count", (PyCFunction)Store_count, METH_NOARGS, "count() -> int: stored values."},
     {"note_hit", (PyCFunction)Store_note_hit, METH_VARARGS,
      "note_hit(key, when): count a hit in memory; written by flush()."},

@@ -251,8 +251,24 @@ def store_problem(folder: str, exc) -> str:
     return f"cannot open the cache {folder}: {message} (`devstash doctor` says more)"
 
 
-def load_entries(store) -> list:
-    return [Entry(m) for m in store.entries()] if store is not None else []
+# Entries per read of the store when walking all of them: memory stays flat
+# however large the cache.
+PAGE = 2000
+
+
+def iter_entries(store, prefix: str = ""):
+    """Every entry (whose key starts with the hex prefix), in key order, a
+    page at a time."""
+    if store is None:
+        return
+    after = None
+    while True:
+        metas = store.scan(after=after, limit=PAGE, prefix=prefix)
+        for meta in metas:
+            yield Entry(meta)
+        if len(metas) < PAGE:
+            return
+        after = metas[-1]["key"]
 
 
 def say_empty(folder: str, store) -> None:

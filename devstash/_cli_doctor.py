@@ -9,8 +9,8 @@ import os
 import re
 import time
 
-from . import _core, _signing
-from ._cli_common import CORRUPT_CODES, Entry, cache_folder, describe, format_size, load_entries
+from . import _core, _leftovers, _signing
+from ._cli_common import CORRUPT_CODES, Entry, cache_folder, describe, format_size, iter_entries
 from ._cli_values import references_main, record_layout
 
 
@@ -62,7 +62,7 @@ def examine(folder: str) -> dict:
               "expired_size": 0, "future": 0, "missing": {}, "damaged": {}, "old": 0,
               "from_script": 0}
     try:
-        entries = load_entries(store)
+        entries = list(iter_entries(store))
         report["entries"] = len(entries)
         report["size"] = sum(e.size for e in entries)
         for e in entries:
@@ -140,11 +140,10 @@ def cmd_doctor(ns) -> int:
     if not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
         doc.problem("the folder is read-only for you: scripts run uncached (with a warning)",
                     f"chmod u+rwx {folder}, or set DEVSTASH_CACHE_DIR to a writable folder")
-    leftovers = sorted(n for n in os.listdir(folder) if n.startswith(".compact-"))
-    if leftovers:
-        doc.problem(f"{len(leftovers)} leftover folder{'s' if len(leftovers) != 1 else ''} of an "
-                    "interrupted `devstash compact`",
-                    "rm -r " + " ".join(os.path.join(folder, n) for n in leftovers))
+    removed, freed = _leftovers.remove(folder)
+    if removed:
+        doc.ok(f"removed {removed} leftover cop{'ies' if removed != 1 else 'y'} of the store that an "
+               f"interrupted `devstash compact` left ({format_size(freed)})")
     data = os.path.join(folder, "data.mdb")
     if not os.path.exists(data):
         doc.ok("no data.mdb yet: the cache is empty")

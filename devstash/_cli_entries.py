@@ -1,38 +1,76 @@
 """The commands that read the cache: list, show and stats."""
+import itertools
 import json
 import re
+import sys
 import time
 
 from ._cli_common import (CliError, Entry, cache_folder, format_age, format_seconds, format_size,
-                          load_entries, matches, open_store, say_empty, sort_key)
+                          iter_entries, matches, open_store, say_empty, sort_key)
 from ._cli_values import (FromScript, is_pickle, load_marshal, load_value, pickle_type, short_repr,
                           type_name)
+
+
+# Up to this many entries, list sorts them by call site and aligns every
+# column; a larger cache streams in key order, so the first rows come at once
+# and memory does not grow with the cache: its columns are as wide as the
+# first WIDTH_ROWS rows need.
+SORTED_LIMIT = 10_000
+WIDTH_ROWS = 500
+HEADER = ("KEY", "CALLEE", "SITE", "SIZE", "AGE", "TTL", "HITS")
+RIGHT = {3, 4, 6}
 
 
 def cmd_list(ns) -> int:
     folder = cache_folder()
     store = open_store(folder, readonly=True)
     now = time.time()
-    entries = sorted((e for e in load_entries(store) if matches(e, ns, now)), key=sort_key)
+    entries = (e for e in iter_entries(store) if matches(e, ns, now))
+    small = store is not None and store.count() <= SORTED_LIMIT
+    if small:
+        entries = iter(sorted(entries, key=sort_key))
     if ns.json:
-        print(json.dumps([e.as_json(now) for e in entries], indent=2))
-        return 0
-    if not entries:
+        return print_json(entries, now)
+    first = list(itertools.islice(entries, SORTED_LIMIT if small else WIDTH_ROWS))
+    if not first:
         if store is not None and store.count() > 0:
             print("no entry matches")
         else:
             say_empty(folder, store)
         return 0
-    rows = [("KEY", "CALLEE", "SITE", "SIZE", "AGE", "TTL", "HITS")]
-    rows += [(e.hex[:12], e.name, e.shown_site(), format_size(e.size), e.age(now),
-              e.ttl_state(now), str(e.hits)) for e in entries]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    right = {3, 4, 6}
+    rows = [HEADER] + [row(e, now) for e in first]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+    count, total = 0, 0
     for r in rows:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
-        print("  ".join(cells).rstrip())
-    total = sum(e.size for e in entries)
-    print(f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'}, {format_size(total)}")
+        print_row(r, widths)
+    for e in first:
+        count, total = count + 1, total + e.size
+    for e in entries:   # past the first rows: as they come, in the same columns
+        print_row(row(e, now), widths)
+        count, total = count + 1, total + e.size
+    print(f"{count} {'entry' if count == 1 else 'entries'}, {format_size(total)}")
+    return 0
+
+
+def row(e: Entry, now: float) -> tuple:
+    return (e.hex[:12], e.name, e.shown_site(), format_size(e.size), e.age(now),
+            e.ttl_state(now), str(e.hits))
+
+
+def print_row(r: tuple, widths: list) -> None:
+    cells = [c.rjust(w) if i in RIGHT else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+    print("  ".join(cells).rstrip())
+
+
+def print_json(entries, now: float) -> int:
+    """A JSON array written an entry at a time (the text json.dumps(list,
+    indent=2) would give)."""
+    out = sys.stdout
+    sep = "[\n"
+    for e in entries:
+        out.write(sep + "\n".join("  " + line for line in json.dumps(e.as_json(now), indent=2).splitlines()))
+        sep = ",\n"
+    out.write("[]\n" if sep == "[\n" else "\n]\n")
     return 0
 
 
@@ -40,15 +78,12 @@ def find_entry(store, prefix: str) -> Entry:
     text = prefix.strip().lower()
     if not re.fullmatch(r"[0-9a-f]{1,32}", text):
         raise CliError(f"not a key: {prefix!r} (give a hex prefix of a key from `devstash list`)")
-    if len(text) == 32:
-        meta = store.meta(bytes.fromhex(text))
-        found = [Entry(meta)] if meta is not None else []
-    else:
-        found = [e for e in load_entries(store) if e.hex.startswith(text)]
+    found = [Entry(m) for m in store.scan(prefix=text, limit=2)]
     if not found:
         raise CliError(f"no entry with key {text}")
     if len(found) > 1:
-        raise CliError(f"key prefix {text} matches {len(found)} entries; give more digits")
+        many = sum(1 for _ in iter_entries(store, text))
+        raise CliError(f"key prefix {text} matches {many} entries; give more digits")
     return found[0]
 
 
@@ -115,17 +150,16 @@ def value_rows(store, e: Entry, load: bool) -> list:
 def cmd_stats(ns) -> int:
     folder = cache_folder()
     store = open_store(folder, readonly=True)
-    now = time.time()
-    entries = load_entries(store)
+    totals = store.totals(time.time()) if store is not None else {}
     stats = {
         "folder": folder,
-        "entries": len(entries),
-        "size": sum(e.size for e in entries),
+        "entries": totals.get("entries", 0),
+        "size": totals.get("size", 0),
         "disk": store.info()["used"] if store is not None else 0,
-        "sites": len({e.site for e in entries}),
-        "expired": sum(e.expired(now) for e in entries),
-        "hits": sum(e.hits for e in entries),
-        "saved": sum(e.compute * e.hits for e in entries),
+        "sites": totals.get("sites", 0),
+        "expired": totals.get("expired", 0),
+        "hits": totals.get("hits", 0),
+        "saved": totals.get("saved", 0.0),
     }
     if ns.json:
         print(json.dumps(stats, indent=2))

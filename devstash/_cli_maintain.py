@@ -2,9 +2,9 @@
 import os
 import time
 
-from . import _core
+from . import _core, _leftovers
 from ._cli_common import (CORRUPT_CODES, CliError, FolderLock, cache_folder, describe, format_size,
-                          has_store, load_entries, matches, open_store, store_problem)
+                          has_store, iter_entries, matches, open_store, store_problem)
 
 
 def cmd_clear(ns) -> int:
@@ -27,7 +27,7 @@ def cmd_clear(ns) -> int:
         store = open_store(folder, readonly=False)
     with store:
         now = time.time()
-        chosen = [e for e in load_entries(store) if ns.all or matches(e, ns, now)]
+        chosen = [e for e in iter_entries(store) if ns.all or matches(e, ns, now)]
         if ns.all:
             store.clear()
         else:
@@ -59,14 +59,17 @@ def cmd_compact(ns) -> int:
     old files (its open descriptors) and keeps working; what it writes after
     the swap is lost, which for a cache means recomputed later."""
     import shutil
-    import tempfile
 
     folder = cache_folder()
     if not has_store(folder):
         print(f"no cache at {folder}: nothing to compact")
         return 0
     store = open_store(folder, readonly=False)
-    work = tempfile.mkdtemp(prefix=".compact-", dir=folder)
+    removed, freed = _leftovers.remove(folder)
+    if removed:
+        print(f"removed {removed} leftover cop{'ies' if removed != 1 else 'y'} of an interrupted "
+              f"compact ({format_size(freed)})")
+    work, owned = _leftovers.make_owned(folder)
     try:
         with store:
             before = store.info()["used"]
@@ -91,6 +94,7 @@ def cmd_compact(ns) -> int:
                 os.close(fd)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        os.close(owned)
     print(f"compacted {folder}: {format_size(before)} -> {format_size(after)} "
           f"({count} {'entry' if count == 1 else 'entries'})")
     return 0
@@ -102,21 +106,12 @@ def cmd_prune(ns) -> int:
         print(f"no cache at {folder}: nothing to prune")
         return 0
     with open_store(folder, readonly=False) as store:
-        entries = load_entries(store)
-        total = sum(e.size for e in entries)
-        if total <= ns.max_size:
-            print(f"nothing to prune: {format_size(total)} fits in {format_size(ns.max_size)}")
-            return 0
-        removed = []
         # Least recently hit first; among entries never hit (or hit at the
-        # same time), the oldest.
-        for e in sorted(entries, key=lambda e: (e.last_hit, e.created, e.hex)):
-            if total <= ns.max_size:
-                break
-            if store.delete(e.key):
-                removed.append(e)
-            total -= e.size
-    print(f"removed {len(removed)} {'entry' if len(removed) == 1 else 'entries'} "
-          f"({format_size(sum(e.size for e in removed))}); {format_size(total)} left "
-          f"in {len(entries) - len(removed)}")
+        # same time), the oldest (store_scan.c).
+        removed, removed_size, left, left_size = store.prune(ns.max_size)
+    if not removed:
+        print(f"nothing to prune: {format_size(left_size)} fits in {format_size(ns.max_size)}")
+        return 0
+    print(f"removed {removed} {'entry' if removed == 1 else 'entries'} "
+          f"({format_size(removed_size)}); {format_size(left_size)} left in {left}")
     return 0

@@ -32,7 +32,7 @@ import struct
 import time
 
 from . import _core, _signing
-from ._cli_common import (CliError, Progress, cache_folder, format_size, load_entries, matches,
+from ._cli_common import (CliError, Progress, cache_folder, format_size, iter_entries, matches,
                           open_store)
 from ._cli_values import record_layout
 
@@ -97,7 +97,7 @@ def cmd_export(ns) -> int:
     check_exportable(folder)
     store = open_store(folder, readonly=True)
     now = time.time()
-    chosen = [e for e in load_entries(store) if matches(e, ns, now)]
+    chosen = [e for e in iter_entries(store) if matches(e, ns, now)]
     live = sorted((e for e in chosen if not e.expired(now)), key=lambda e: e.hex)
     secret = load_secret(create=True)
     target = os.path.abspath(ns.file)
