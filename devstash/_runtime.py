@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from . import __version__, _core
+from . import __version__, _core, _leftovers
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _stores = {}
@@ -60,6 +60,8 @@ def open_store():
         try:
             store = _core.Store(path)
             store.lock_timeout = _lock_timeout()
+            if _leftovers.present(path):
+                _leftovers.remove(path)
         except (OSError, _core.StoreError) as exc:
             if getattr(exc, "errno", None) == errno.EPERM and exc.strerror:
                 warn(f"not using the cache: {exc.strerror}; running uncached")

@@ -330,6 +330,64 @@ print(len(s.get({key!r})[1]), s.count(), flush=True)
     assert "nothing to compact" in cli(folder, "compact", "--cache-dir", "elsewhere").stdout
 
 
+def test_a_killed_compact_leaves_nothing_behind_for_long(filled):
+    """A compact killed midway leaves a whole copy of the store in a
+    .compact-* folder: the next open, doctor or compact removes it, unless a
+    live compact still owns it."""
+    import signal
+
+    folder = filled.folder
+    plant(folder, [(k(8, i), bytes(200_000), time.time(), 0.0, "m.big", "big.py:1", 0) for i in range(1500)])
+
+    def killed_compact():
+        proc = subprocess.Popen([sys.executable, "-m", "devstash", "compact"], cwd=folder,
+                                env=base_env(folder), stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            left = [p for p in cache(folder).glob(".compact-*") if (p / "data.mdb").exists()]
+            if left and (left[0] / "data.mdb").stat().st_size > 1 << 20:
+                proc.kill()
+                proc.wait()
+                return left[0]
+        raise AssertionError("compact never started its copy")
+
+    def age(path):   # past the grace of a folder compact has only just made
+        past = time.time() - 60
+        os.utime(path, (past, past))
+
+    left = killed_compact()
+    assert (left / "data.mdb").stat().st_size > 1 << 20
+    # A live compact's folder (it holds the flock) is never touched.
+    live = cache(folder) / ".compact-live"
+    live.mkdir()
+    age(live)
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import fcntl, os, sys, time
+fd = os.open({str(live / "owner.lock")!r}, os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        age(left)
+        run(filled)   # the next open of the cache by a script
+        assert not left.exists() and live.exists()
+        left = killed_compact()
+        age(left)
+        out = cli(folder, "doctor").stdout
+        assert "removed 1 leftover copy of the store" in out and not left.exists()
+        left = killed_compact()
+        age(left)
+        out = cli(folder, "compact").stdout
+        assert out.startswith("removed 1 leftover copy of an interrupted compact")
+        assert not left.exists() and live.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run(filled).stdout.splitlines() == ["done 1 2 1000 hello world 1 "]
+
+
 # ---- stats and prune ------------------------------------------------------------
 
 def test_stats(filled):
