@@ -29,7 +29,7 @@ import _harness  # noqa: E402
 from _harness import BENCH_DIR, Context, System  # noqa: E402
 
 # In the order they run; each is the module bench_KEY.py.
-BENCHMARKS = ["hit", "startup", "scripts", "arrays", "entries", "concurrent", "effects", "rewrite"]
+BENCHMARKS = ["hit", "startup", "scripts", "arrays", "entries", "concurrent", "effects", "rewrite", "cli"]
 
 LABELS = {
     "ours": "ours",
