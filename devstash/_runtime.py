@@ -232,9 +232,21 @@ def compile_module(source: bytes, filename: str, resume_line: int, store, origin
     if store is not None:
         try:
             store.put_code(key, marshal.dumps((code, sites, near)))
+        except _core.BusyError:
+            held(store)
         except Exception:  # noqa: BLE001 - the next run rewrites again, that is all
             pass
     return code, sites
+
+
+def held(store) -> None:
+    """A write waited its bound for another process holding the cache: the
+    run's later writes try once and give up at once, so a run waits for a
+    stopped writer one lock timeout at most."""
+    store.lock_timeout = 0
+
+
+_said_held = False   # a value went unstored because the cache was held: said once a run
 
 
 def warn_near_markers(filename: str, near) -> None:
@@ -299,7 +311,6 @@ class Runtime(_core.Runtime):
             except ValueError as exc:
                 warn(f"DEVSTASH_WAIT: {exc}; waiting up to {self.wait_seconds:.0f} s")
         self._warned = set()
-        self._warned_busy = False
         self._sites_seen = None
         self._old_parts = None      # {site id: parts} stored by earlier runs (read on use)
         self._new_parts = {}
@@ -400,9 +411,12 @@ class Runtime(_core.Runtime):
     def _store_failed(self, site, exc):
         if isinstance(exc, _core.BusyError):
             # Only this value goes unstored: the next store may find the cache free.
-            if not self._warned_busy:
-                self._warned_busy = True
-                warn(f"{self._where(site)}: not stored: {exc}")
+            global _said_held
+            held(self.store)
+            if not _said_held:
+                _said_held = True
+                warn(f"{self._where(site)}: not stored, the run goes on uncached while the cache "
+                     f"is held ({exc})")
             return
         warn(f"{self._where(site)}: the cache failed ({_describe(exc)}); running uncached from here")
         store, self.store = self.store, None

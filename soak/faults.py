@@ -16,6 +16,10 @@ Scenarios (each round runs every one in a fresh folder):
   dead-writer      a process killed while it held LMDB's write lock
   dead-reader      a process killed while it held a read transaction
   dead-claim       a script killed while it computed (holding its claim)
+  stopped-writer   a process stopped (SIGSTOP, as Ctrl-Z does) in the middle
+                   of a write: hits do not wait for it, stores wait one
+                   bounded lock timeout (DEVSTASH_WAIT=1s here) and are
+                   skipped with one message
   corrupt-pages    (reported, not counted: see below) the pages between the
                    meta pages and the end overwritten with random bytes
 
@@ -330,6 +334,64 @@ def dead_claim(folder, rng):
         raise Failed("the value was not computed again")
 
 
+WRITER = """
+import sys
+from devstash import _core
+store = _core.Store(sys.argv[1])
+big = bytearray(400 << 20)
+print("ready", flush=True)
+for i in range(1000):
+    big[0] = i % 256
+    store.put(b"soak-writer-%04d" % i, b"", [big])
+"""
+
+
+def _gate_held(cache):
+    """Whether a process is inside a write: it holds the flock on data.mdb."""
+    import fcntl
+
+    fd = os.open(os.path.join(cache, "data.mdb"), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def stopped_writer(folder, rng):
+    cache = setup(folder)
+    check_run(_common.run(folder, ["script.py", "2"]), 2, messages=0)
+    _common.write(folder, "writer.py", WRITER)
+    writer = subprocess.Popen([sys.executable, "writer.py", cache], cwd=folder, env=_common.child_env(),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        if writer.stdout.readline().strip() != "ready":
+            raise Failed("the writer did not start")
+        deadline = time.monotonic() + 60
+        while not _gate_held(cache):
+            if time.monotonic() > deadline:
+                raise Failed("the writer never held the write lock")
+        time.sleep(rng.uniform(0, 0.05))
+        os.kill(writer.pid, signal.SIGSTOP)
+        env = {"DEVSTASH_WAIT": "1s"}
+        started = time.monotonic()
+        check_run(_common.run(folder, ["script.py", "2"], env=env, timeout=60), 2, messages=0)
+        if time.monotonic() - started > 1.0:
+            raise Failed("a run of hits waited for the stopped writer")
+        started = time.monotonic()
+        check_run(_common.run(folder, ["script.py", "5"], env=env, timeout=60), 5,
+                  reasons=["held by another process"])
+        if time.monotonic() - started > 4.0:
+            raise Failed(f"stores waited {time.monotonic() - started:.1f} s, more than one bound each")
+    finally:
+        os.kill(writer.pid, signal.SIGCONT)
+        writer.kill()
+        writer.wait()
+    check_run(_common.run(folder, ["script.py", "5"]), 5, messages=0)
+
+
 SCENARIOS = {
     "full-disk": full_disk,
     "full-disk-warm": full_disk_warm,
@@ -340,6 +402,7 @@ SCENARIOS = {
     "dead-writer": dead_writer,
     "dead-reader": dead_reader,
     "dead-claim": dead_claim,
+    "stopped-writer": stopped_writer,
 }
 INFORMATIONAL = {"corrupt-pages": corrupt_pages}
 
