@@ -388,7 +388,7 @@ def stopped_writer(folder, rng):
     finally:
         os.kill(writer.pid, signal.SIGCONT)
         writer.kill()
-        writer.wait()
+        writer.communicate()
     check_run(_common.run(folder, ["script.py", "5"]), 5, messages=0)
 
 

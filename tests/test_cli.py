@@ -349,6 +349,8 @@ def test_a_killed_compact_leaves_nothing_behind_for_long(filled):
                 proc.kill()
                 proc.wait()
                 return left[0]
+        proc.kill()
+        proc.wait()
         raise AssertionError("compact never started its copy")
 
     def age(path):   # past the grace of a folder compact has only just made
@@ -384,7 +386,7 @@ time.sleep(60)
         assert not left.exists() and live.exists()
     finally:
         holder.kill()
-        holder.wait()
+        holder.communicate()
     assert run(filled).stdout.splitlines() == ["done 1 2 1000 hello world 1 "]
 
 

@@ -64,7 +64,7 @@ def stopped_writer(tmp_path):
     finally:
         os.kill(proc.pid, signal.SIGCONT)
         proc.kill()
-        proc.wait()
+        proc.communicate()
 
 
 def test_a_stopped_writer_holds_up_no_hit_and_stores_only_for_a_bounded_time(scripts, stopped_writer):
@@ -122,7 +122,7 @@ def test_hits_never_wait_for_a_stopped_writer(scripts, tmp_path):
     finally:
         os.kill(proc.pid, signal.SIGCONT)
         proc.kill()
-        proc.wait()
+        proc.communicate()
     assert (scripts.folder / "computed.log").read_text().split() == ["7"]
 
 
@@ -256,6 +256,6 @@ def test_hit_counts_wait_in_their_file_when_the_cache_is_held_at_exit(scripts, t
     finally:
         os.kill(proc.pid, signal.SIGCONT)
         proc.kill()
-        proc.wait()
+        proc.communicate()
     # 1 hit of the first run, 3 of the run that could not write them.
     assert stats(scripts.folder, cache)["hits"] == 4
