@@ -10,6 +10,10 @@ from ._cli_values import (FromScript, is_pickle, load_marshal, load_value, pickl
 
 
 def cmd_list(ns) -> int:
+    if getattr(ns, "remote", False):
+        from ._cli_remote import cmd_list_remote
+
+        return cmd_list_remote(ns)
     folder = cache_folder()
     store = open_store(folder, readonly=True)
     now = time.time()

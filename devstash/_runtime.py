@@ -85,11 +85,15 @@ def _at_exit() -> None:
             warn(f"could not record hit counts ({exc})")
     hits = sum(rt.hits for rt in _runtimes)
     misses = sum(rt.misses for rt in _runtimes)
+    if _remote is not None:
+        misses -= _remote.hits   # local misses the remote cache answered: hits
     stored = sum(rt.stores for rt in _runtimes)
     if (hits or stored) and not _env_flag("DEVSTASH_QUIET"):
         saved = sum(store.saved_seconds for store in _stores.values() if store is not None)
+        remote = f" ({_remote.hits} from the remote cache)" if _remote is not None and _remote.hits \
+            else ""
         sys.stderr.write(
-            f"devstash: {hits} hit{'s' * (hits != 1)}, {misses} miss{'es' * (misses != 1)}, "
+            f"devstash: {hits} hit{'s' * (hits != 1)}{remote}, {misses} miss{'es' * (misses != 1)}, "
             f"{stored} stored, {format_seconds(saved)} saved\n"
         )
 
@@ -220,6 +224,30 @@ def warn_near_markers(filename: str, near) -> None:
     for line, text in near:
         warn(f"{os.path.basename(filename)}:{line}: {text.strip()!r} is not a marker, and the line "
              "is not cached: write '# @devstash' in lower case, then a space before any options")
+
+
+_remote = None
+_remote_asked = False
+
+
+def remote_cache():
+    """The team cache of this run (_remote.py), or None: read on the first
+    local miss of a run, so that a run of hits never looks at it."""
+    global _remote, _remote_asked
+    if not _remote_asked:
+        _remote_asked = True
+        from . import _remote_config
+
+        try:
+            config = _remote_config.load()
+        except _remote_config.ConfigError as exc:
+            warn(f"not using a remote cache: {exc}")
+            config = None
+        if config is not None:
+            from . import _remote as remote_module
+
+            _remote = remote_module.connect(config)
+    return _remote
 
 
 def decode_value(data: bytes, buffers=()):
@@ -405,8 +433,12 @@ class Runtime(_core.Runtime):
 
     # -- the parts of rt.call() that run in Python (see runtime.c)
     def _run_call(self, site, key, func, args, kwargs):
-        """A miss: computes func(*args, **kwargs) and stores the value, or
-        waits for another thread of this process that computes it now."""
+        """A miss: takes the value from the team cache, or computes
+        func(*args, **kwargs) and stores the value, or waits for another
+        thread of this process that computes it now."""
+        hit, value = self._from_remote(site, key)
+        if hit:
+            return self._loaded(site, value, func, args, kwargs)
         threads = sys.modules.get("threading")
         if threads is None or threads.active_count() == 1:
             return self._compute_call(site, key, func, args, kwargs)   # nobody to wait for
@@ -424,6 +456,37 @@ class Runtime(_core.Runtime):
             return self._compute_call(site, key, func, args, kwargs)
         finally:
             flights.end(key)
+
+    # -- the team cache (_remote.py): asked on a local miss, given what is stored
+    def _from_remote(self, site, key):
+        """(True, value) when the remote cache had key (verified, and now in
+        the local store too); else (False, None)."""
+        if self.store is None or self.refresh:
+            return False, None
+        remote = remote_cache()
+        if remote is None or not remote.fetch(self.store, key):
+            return False, None
+        verbose, self.verbose = self.verbose, 0   # the hit is reported below, as remote
+        try:
+            hit, value = self.load(site, key, True)
+        finally:
+            self.verbose = verbose
+        if hit:
+            remote.hits += 1
+            if verbose:
+                _logger().info("devstash: hit %s (from the remote cache %s)", self._where(site),
+                               remote.where)
+        return hit, value
+
+    def save(self, site, key, value, seconds, callee=None):
+        """Stores locally (runtime.c); a value stored goes to the remote
+        cache too, in the background."""
+        stored = super().save(site, key, value, seconds, callee)
+        if stored:
+            remote = remote_cache()
+            if remote is not None:
+                remote.upload(self.store, key, bool(self.refresh))
+        return stored
 
     def _loaded(self, site, value, func, args, kwargs):
         """A value load() returned, as the call returns it (see runtime.c's
@@ -618,6 +681,10 @@ class Runtime(_core.Runtime):
 
     # -- cached forms the rewriter emits besides call()
     def _compute(self, site, key, compute, callee):
+        if key is not None:
+            hit, value = self._from_remote(site, key)
+            if hit:
+                return value
         start = time.perf_counter()
         value = compute()
         if key is not None:
@@ -631,6 +698,9 @@ class Runtime(_core.Runtime):
         hit, value = self.load(site, key, True)   # the miss is reported below
         if hit:
             return value
+        hit, remote_value = self._from_remote(site, key)
+        if hit:
+            return remote_value
         parts = None
         if self._wants_parts(site):
             try:
