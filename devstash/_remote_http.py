@@ -8,19 +8,22 @@ status) needs a server that lists a folder as JSON: nginx's
 `autoindex on; autoindex_format json;`.
 
 Plain HTTP has no "create unless present": an entry is written after a
-HEAD finds none, then read back; when another machine's write came in
-between, the entry read back is theirs, and this machine adopts it
-(_remote.py). Two writes within the same milliseconds can still both
-believe they won; then each keeps its own value until the next pull.
+HEAD finds none, then read back SETTLE seconds later (in the background
+upload); when another machine's write came in meanwhile, the entry read
+back is theirs, and this machine adopts it (_remote.py). Only a machine
+stalled for longer than SETTLE between its HEAD and its PUT can still end
+with a value of its own (until its next pull).
 """
 import base64
 import http.client
 import json
 import threading
+import time
 import urllib.parse
 
 from ._remote_transport import RemoteError, TIMEOUT
 
+SETTLE = 0.1
 _RETRY = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
@@ -113,7 +116,10 @@ class HttpTransport:
         if create_only and self._has(path):
             return False
         self._put(path, data)
-        return not create_only or self._get(path) == data
+        if not create_only:
+            return True
+        time.sleep(SETTLE)
+        return self._get(path) == data
 
     def delete_ac(self, hexkey: str) -> None:
         self._request("DELETE", "/ac/" + hexkey)
