@@ -91,7 +91,7 @@ def remote_names(server, kind):
 
         client = redis.Redis(port=server.port)
         return sorted(n.decode().rpartition(":")[2] for n in client.keys(f"devstash:{kind}:*"))
-    folder = server.log.parent / "www" / "devstash" / kind
+    folder = server.folder / "www" / "devstash" / kind
     return sorted(os.listdir(folder)) if folder.exists() else []
 
 
@@ -105,7 +105,7 @@ def tamper(server, name):
         data[len(data) // 2] ^= 1
         client.set(f"devstash:ac:{name}", bytes(data))
     else:
-        path = server.log.parent / "www" / "devstash" / "ac" / name
+        path = server.folder / "www" / "devstash" / "ac" / name
         data = bytearray(path.read_bytes())
         data[len(data) // 2] ^= 1
         path.write_bytes(bytes(data))
@@ -275,7 +275,7 @@ RACE = HEADER + """
 import os, time
 
 def draw():
-    time.sleep(0.5)
+    time.sleep(1.5)
     with open("computed.txt", "a") as f:
         f.write("draw\\n")
     return os.environ["MACHINE"] + str(os.getpid())
@@ -295,6 +295,7 @@ def test_two_machines_missing_the_same_key_end_with_one_value(tmp_path, remote_s
     for p in procs:
         p.communicate(timeout=60)
         assert p.returncode == 0
+    assert a.computed() == b.computed() == ["draw"]   # both missed: a race
     assert result(a.go()) == result(b.go())
     assert len(remote_names(remote_server, "ac")) == 1
 
