@@ -153,8 +153,8 @@ def cmd_pull(ns) -> int:
                         body = conn.transport.get_cas(signed.digest.hex())
                         if body is None:
                             raise BadEntry("its value bytes are missing (cas/)")
-                    record = signed.record(body)
-                    if store_entry(store, key, record, signed, cwd, replace=False):
+                    body = signed.checked_body(body)
+                    if store_entry(store, key, body, signed, cwd, replace=False):
                         pulled += 1
                         size += signed.body_len
                     else:

@@ -54,8 +54,8 @@ def send(transport, secret, store, key: bytes, replace: bool, cwd: str) -> str:
 
 
 def receive(transport, secret, key: bytes):
-    """(record, Entry) of the remote entry of key, verified; None when the
-    remote has none. BadEntry when it fails verification."""
+    """(value bytes, Entry) of the remote entry of key, verified; None when
+    the remote has none. BadEntry when it fails verification."""
     data = transport.get_ac(key.hex())
     if data is None:
         return None
@@ -65,14 +65,14 @@ def receive(transport, secret, key: bytes):
         body = transport.get_cas(entry.digest.hex())
         if body is None:
             raise BadEntry("its value bytes are missing from the server (cas/)")
-    return entry.record(body), entry
+    return entry.checked_body(body), entry
 
 
-def store_entry(store, key: bytes, record, entry, cwd: str, replace: bool) -> bool:
+def store_entry(store, key: bytes, body, entry, cwd: str, replace: bool) -> bool:
     """Writes a verified remote entry into the local store; without replace,
     a local entry created at the same time or later is kept."""
     callee, site, ttl, compute = entry.meta
-    return store.put_record(key, record, ttl=ttl, compute=compute, callee=callee,
+    return store.put_record(key, entry.head, body=body, ttl=ttl, compute=compute, callee=callee,
                             site=local_site(site, cwd), if_newer=not replace)
 
 
@@ -123,11 +123,11 @@ class Remote:
             return False
         if got is None:
             return False
-        record, entry = got
+        body, entry = got
         if entry.expired(time.time()):
             return False
         try:
-            store_entry(store, key, record, entry, self.cwd, replace=False)
+            store_entry(store, key, body, entry, self.cwd, replace=False)
         except ValueError as exc:   # the joined record fails the store's own checks
             self.rejected_entry(key, exc)
             return False
@@ -173,9 +173,9 @@ class Remote:
         if got is None or got[1].expired(time.time()):
             send(self.transport, self.secret, store, key, True, self.cwd)
             return
-        record, entry = got
-        if record != store.get_record(key):
-            store_entry(store, key, record, entry, self.cwd, replace=True)
+        body, entry = got
+        if b"".join((entry.head, body)) != store.get_record(key):
+            store_entry(store, key, body, entry, self.cwd, replace=True)
 
     def _finish(self) -> None:
         """At exit: waits up to EXIT_WAIT seconds for the uploads left."""

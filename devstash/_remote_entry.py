@@ -16,8 +16,9 @@ meta is dump_meta's JSON (_entry_meta.py). mac is HMAC-SHA256 under the
 team secret (_signing.py) over DOMAIN and every byte before it: the key is
 inside, so a signed entry cannot be moved to another key, and the body's
 digest is inside, so a body from cas/ is checked against it before any
-byte of it is unpickled. The store checks the joined record once more
-(its own checksum and lengths) when it is written locally.
+byte of it is unpickled. The store joins head and body where it keeps
+them (Store.put_record's body: a large value is not copied in memory
+first) and checks the record there once more (its checksum and lengths).
 """
 import hashlib
 import struct
@@ -60,13 +61,14 @@ class Entry:
         ttl = self.meta[2]
         return ttl > 0 and (now >= self.created + ttl or self.created > now)
 
-    def record(self, body=None) -> bytes:
-        """The whole value record; body is what cas/ returned (checked)."""
+    def checked_body(self, body=None):
+        """The value bytes (the entry's own, or body as cas/ returned it),
+        checked against the signed length and digest."""
         if body is None:
             body = self.body
         if body is None or len(body) != self.body_len or hashlib.sha256(body).digest() != self.digest:
             raise BadEntry("its value bytes do not match the signed digest")
-        return b"".join((self.head, body))
+        return body
 
 
 def split(record) -> tuple:
