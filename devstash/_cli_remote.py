@@ -8,7 +8,7 @@ from . import _signing
 from ._cli_common import (CliError, Entry, Progress, cache_folder, format_age, format_size,
                           load_entries, matches, open_store, sort_key)
 from ._entry_meta import local_site
-from ._remote import NO_SECRET, send, store_entry
+from ._remote import NO_SECRET, send, store_entry, value_bytes
 from ._remote_config import ConfigError, load as load_config
 from ._remote_entry import BadEntry, unpack
 from ._remote_transport import RemoteError, open_transport, shown_url
@@ -38,6 +38,12 @@ class Connection:
             self.transport = open_transport(self.config.url)
         except RemoteError as exc:
             raise CliError(f"cannot use the remote cache {self.where}: {exc}") from None
+
+    def allow(self, ok: bool) -> None:
+        """Refuses a command the remote mode rules out here."""
+        if not ok:
+            raise CliError(f"the remote cache {self.where} is {self.config.mode} here "
+                           "(DEVSTASH_REMOTE_MODE)")
 
     def fail(self, exc) -> CliError:
         return CliError(f"the remote cache {self.where} failed: {exc}")
@@ -94,9 +100,7 @@ def cmd_remote_status(ns) -> int:
 
 def cmd_push(ns) -> int:
     conn = Connection()
-    if not conn.config.writes:
-        raise CliError(f"the remote cache {conn.where} is {conn.config.mode} here "
-                       "(DEVSTASH_REMOTE_MODE)")
+    conn.allow(conn.config.writes)
     folder = cache_folder()
     store = open_store(folder, readonly=True)
     now = time.time()
@@ -106,12 +110,12 @@ def cmd_push(ns) -> int:
     cwd = os.getcwd()
     try:
         for i, e in enumerate(chosen):
+            # Checked first, so written plainly (no create-if-absent round
+            # trips): a teammate's entry written meanwhile is as good.
             if conn.transport.has_ac(e.hex):
                 there += 1
-            elif send(conn.transport, conn.secret, store, e.key, False, cwd) == "sent":
+            elif send(conn.transport, conn.secret, store, e.key, True, cwd) == "sent":
                 sent += 1
-            else:
-                there += 1
             progress.update(i + 1)
     except RemoteError as exc:
         raise conn.fail(exc) from None
@@ -126,9 +130,7 @@ def cmd_push(ns) -> int:
 
 def cmd_pull(ns) -> int:
     conn = Connection()
-    if not conn.config.reads:
-        raise CliError(f"the remote cache {conn.where} is {conn.config.mode} here "
-                       "(DEVSTASH_REMOTE_MODE)")
+    conn.allow(conn.config.reads)
     store = open_store(cache_folder(), readonly=False)
     now = time.time()
     pulled = kept = refused = size = 0
@@ -148,12 +150,7 @@ def cmd_pull(ns) -> int:
                     if found is None or not matches(found[0], ns, now) or found[1].expired(now):
                         continue
                     signed = found[1]
-                    body = None
-                    if signed.body is None:
-                        body = conn.transport.get_cas(signed.digest.hex())
-                        if body is None:
-                            raise BadEntry("its value bytes are missing (cas/)")
-                    body = signed.checked_body(body)
+                    body = value_bytes(conn.transport, signed)
                     if store_entry(store, key, body, signed, cwd, replace=False):
                         pulled += 1
                         size += signed.body_len

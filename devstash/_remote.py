@@ -60,12 +60,18 @@ def receive(transport, secret, key: bytes):
     if data is None:
         return None
     entry = unpack(secret, key, bytes(data))
-    body = None
+    return value_bytes(transport, entry), entry
+
+
+def value_bytes(transport, entry):
+    """The value bytes of a verified entry, from cas/ when not inside it,
+    checked against its signed digest (BadEntry if not)."""
+    fetched = None
     if entry.body is None:
-        body = transport.get_cas(entry.digest.hex())
-        if body is None:
+        fetched = transport.get_cas(entry.digest.hex())
+        if fetched is None:
             raise BadEntry("its value bytes are missing from the server (cas/)")
-    return entry.checked_body(body), entry
+    return entry.checked_body(fetched)
 
 
 def store_entry(store, key: bytes, body, entry, cwd: str, replace: bool) -> bool:

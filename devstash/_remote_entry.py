@@ -21,6 +21,7 @@ them (Store.put_record's body: a large value is not copied in memory
 first) and checks the record there once more (its checksum and lengths).
 """
 import hashlib
+import hmac
 import struct
 
 from ._cli_values import record_layout
@@ -61,12 +62,16 @@ class Entry:
         ttl = self.meta[2]
         return ttl > 0 and (now >= self.created + ttl or self.created > now)
 
-    def checked_body(self, body=None):
-        """The value bytes (the entry's own, or body as cas/ returned it),
-        checked against the signed length and digest."""
-        if body is None:
-            body = self.body
-        if body is None or len(body) != self.body_len or hashlib.sha256(body).digest() != self.digest:
+    def checked_body(self, fetched=None):
+        """The value bytes, checked against the signed length and digest:
+        the entry's own, or fetched, (body, its SHA-256) as cas/ returned
+        them (the transport hashes while it reads)."""
+        body, digest = fetched if fetched is not None else (self.body, None)
+        if body is None or len(body) != self.body_len:
+            raise BadEntry("its value bytes do not match the signed digest")
+        if digest is None:
+            digest = hashlib.sha256(body).digest()
+        if not hmac.compare_digest(digest, self.digest):
             raise BadEntry("its value bytes do not match the signed digest")
         return body
 

@@ -15,8 +15,10 @@ stalled for longer than SETTLE between its HEAD and its PUT can still end
 with a value of its own (until its next pull).
 """
 import base64
+import hashlib
 import http.client
 import json
+import queue
 import threading
 import time
 import urllib.parse
@@ -58,15 +60,16 @@ class HttpTransport:
             conn.close()
             self._local.conn = None
 
-    def _request(self, method, path, body=None):
+    def _request(self, method, path, body=None, hashed=False):
         """(status, body bytes or None) of one request; a kept-alive
-        connection the server closed meanwhile is opened again once."""
+        connection the server closed meanwhile is opened again once.
+        hashed: a GET's body comes as (body, its SHA-256)."""
         for attempt in (0, 1):
             conn = self._connection()
             try:
                 conn.request(method, self.base + path, body=body, headers=self.headers)
                 resp = conn.getresponse()
-                data = _read(resp) if method == "GET" and resp.status == 200 else resp.read()
+                data = _read(resp, hashed) if method == "GET" and resp.status == 200 else resp.read()
                 if resp.will_close:
                     self._drop()
                 return resp.status, data
@@ -79,8 +82,8 @@ class HttpTransport:
                 raise RemoteError(str(exc) or type(exc).__name__) from None
         raise AssertionError("unreachable")
 
-    def _get(self, path):
-        status, data = self._request("GET", path)
+    def _get(self, path, hashed=False):
+        status, data = self._request("GET", path, hashed=hashed)
         if status == 200:
             return data
         if status == 404:
@@ -125,7 +128,8 @@ class HttpTransport:
         self._request("DELETE", "/ac/" + hexkey)
 
     def get_cas(self, digest: str):
-        return self._get("/cas/" + digest)
+        """(value bytes, their SHA-256), or None."""
+        return self._get("/cas/" + digest, hashed=True)
 
     def has_cas(self, digest: str) -> bool:
         return self._has("/cas/" + digest)
@@ -157,17 +161,55 @@ class HttpTransport:
         return len(ac), sum(size for _name, size in ac + cas)
 
 
-def _read(resp) -> bytearray:
+def _read(resp, hashed=False):
     """The body of a response, read into one buffer of its announced size
-    (a large value is not copied from chunk to chunk)."""
+    (a large value is not copied from chunk to chunk). hashed: (body, its
+    SHA-256), the hash taken by a second thread while the rest arrives."""
     if resp.length is None:
-        return bytearray(resp.read())
+        data = bytearray(resp.read())
+        return (data, hashlib.sha256(data).digest()) if hashed else data
     buf = bytearray(resp.length)
     view = memoryview(buf)
-    got = 0
-    while got < len(buf):
-        n = resp.readinto(view[got:])
-        if not n:
-            raise http.client.IncompleteRead(bytes(view[:got]), len(buf) - got)
-        got += n
-    return buf
+    hasher = _Hasher() if hashed else None
+    got = done = 0
+    try:
+        while got < len(buf):
+            n = resp.readinto(view[got:min(len(buf), got + _CHUNK)])
+            if not n:
+                raise http.client.IncompleteRead(bytes(view[:got]), len(buf) - got)
+            got += n
+            if hasher is not None and (got - done >= _CHUNK or got == len(buf)):
+                hasher.feed(view[done:got])
+                done = got
+    finally:
+        digest = hasher.finish() if hasher is not None else None
+    return (buf, digest) if hashed else buf
+
+
+_CHUNK = 4 << 20
+
+
+class _Hasher:
+    """SHA-256 on a thread of its own, fed pieces in order (hashlib lets go
+    of the GIL while it hashes, so hashing overlaps the reading)."""
+
+    def __init__(self):
+        self.sha = hashlib.sha256()
+        self.pieces = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="devstash-sha256", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            piece = self.pieces.get()
+            if piece is None:
+                return
+            self.sha.update(piece)
+
+    def feed(self, piece):
+        self.pieces.put(piece)
+
+    def finish(self) -> bytes:
+        self.pieces.put(None)
+        self.thread.join()
+        return self.sha.digest()

@@ -5,6 +5,8 @@ Keys: <prefix>ac:<key hex> holds a signed entry (_remote_entry.py),
 created with SET NX: of two machines that computed the same key at once,
 the first one's entry stays, and the second adopts it (_remote.py).
 """
+import hashlib
+
 from ._remote_transport import RemoteError, TIMEOUT
 
 PREFIX = "devstash:"
@@ -47,7 +49,9 @@ class RedisTransport:
         return bool(self._do(self.client.exists, PREFIX + "ac:" + hexkey))
 
     def get_cas(self, digest: str):
-        return self._do(self.client.get, PREFIX + "cas:" + digest)
+        """(value bytes, their SHA-256), or None."""
+        body = self._do(self.client.get, PREFIX + "cas:" + digest)
+        return None if body is None else (body, hashlib.sha256(body).digest())
 
     def has_cas(self, digest: str) -> bool:
         return bool(self._do(self.client.exists, PREFIX + "cas:" + digest))

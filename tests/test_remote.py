@@ -366,3 +366,42 @@ def test_status_of_a_stopped_server(tmp_path, redis_server):
     m = Machine(tmp_path / "m", redis_server)
     redis_server.stop()
     assert "reachable  no" in m.cli("remote", "status", code=1).stdout
+
+
+# ---- the store's side: a record written in two parts --------------------------------
+
+def test_put_record_with_body(tmp_path):
+    """Store.put_record(key, head, body=...) joins the two in the map and
+    checks the record there: what a remote hit writes."""
+    import numpy as np
+
+    from devstash import _core
+    from devstash._remote_entry import split
+
+    a = _core.Store(str(tmp_path / "a"))
+    value = np.arange(100_000, dtype=np.float64)
+    import pickle
+
+    buffers = []
+    data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    key = b"k" * 16
+    a.put(key, data, [b.raw() for b in buffers], ttl=60.0)
+    record = a.get_record(key)
+    head, body = split(record)
+    b = _core.Store(str(tmp_path / "b"))
+    assert b.put_record(key, bytes(head), body=bytes(body), ttl=60.0, callee="f", site="s.py:1")
+    assert b.get_record(key) == record
+    assert b.meta(key)["size"] == a.meta(key)["size"]
+    assert b.meta(key)["created"] == a.meta(key)["created"]
+    # if_newer keeps the entry there; a damaged body is refused, nothing written.
+    assert not b.put_record(key, bytes(head), body=bytes(body), if_newer=True)
+    damaged = bytearray(body)
+    damaged[len(damaged) // 2] ^= 1
+    other = b"o" * 16
+    with pytest.raises(ValueError):
+        b.put_record(other, bytes(head), body=bytes(damaged))
+    with pytest.raises(ValueError):
+        b.put_record(other, bytes(head), body=bytes(body)[:-8])
+    with pytest.raises(ValueError):
+        b.put_record(other, b"\xd6short", body=bytes(body))
+    assert b.get_record(other) is None and b.meta(other) is None
