@@ -15,6 +15,7 @@ Without a signing secret the remote is not used at all: unsigned pickles
 from a server would run whatever code they name.
 """
 import atexit
+import collections
 import os
 import queue
 import threading
@@ -39,9 +40,11 @@ def _warn(message: str) -> None:
     warn(message)
 
 
-def send(transport, secret, store, key: bytes, replace: bool, cwd: str) -> str:
+def send(transport, secret, store, key: bytes, replace: bool, cwd: str):
     """Uploads the local entry of key: "sent", "there" (an entry was on the
-    remote: not replaced unless replace) or "gone" (no local entry)."""
+    remote: not replaced unless replace), "gone" (no local entry), or the
+    entry's bytes: written where another machine's write may replace it,
+    to be confirmed (transport.confirm) SETTLE seconds later (HTTP)."""
     record = store.get_record(key)
     meta = store.meta(key)
     if record is None or meta is None:
@@ -50,7 +53,8 @@ def send(transport, secret, store, key: bytes, replace: bool, cwd: str) -> str:
                                                      meta["compute"], cwd), record)
     if digest is not None and not transport.has_cas(digest):
         transport.put_cas(digest, body)   # the value bytes first: an entry never points nowhere
-    return "sent" if transport.put_ac(key.hex(), data, create_only=not replace) else "there"
+    stands = transport.put_ac(key.hex(), data, create_only=not replace)
+    return data if stands is None else "sent" if stands else "there"
 
 
 def receive(transport, secret, key: bytes):
@@ -154,28 +158,58 @@ class Remote:
             self._dropped += 1
 
     def _uploader(self) -> None:
+        # Entries written where a write may still replace them (HTTP): each
+        # is read back once its SETTLE time is over, meanwhile others go on.
+        settling = collections.deque()   # (when to read back, store, key, our bytes)
         while True:
-            store, key, replace = self._queue.get()
+            wait = max(0.0, settling[0][0] - time.monotonic()) if settling else None
             try:
-                if not self.down:
-                    self._send(store, key, replace)
-            except RemoteError as exc:
-                self.failed(exc)
-            except Exception as exc:  # noqa: BLE001 - an upload never fails the script
-                _warn(f"could not upload entry {key.hex()[:12]} to the remote cache ({exc})")
-            finally:
+                store, key, replace = self._queue.get(timeout=wait)
+            except queue.Empty:
+                pass
+            else:
+                self._guarded(key, lambda: self._send(store, key, replace, settling))
+            while settling and settling[0][0] <= time.monotonic():
+                _when, store, key, data = settling.popleft()
+                self._guarded(key, lambda: self._settled(store, key, data))
+
+    def _guarded(self, key: bytes, step) -> None:
+        """One upload step; the entry's task is done unless it is settling."""
+        settling = False
+        try:
+            settling = not self.down and step()
+        except RemoteError as exc:
+            self.failed(exc)
+        except Exception as exc:  # noqa: BLE001 - an upload never fails the script
+            _warn(f"could not upload entry {key.hex()[:12]} to the remote cache ({exc})")
+        finally:
+            if not settling:
                 self._queue.task_done()
 
-    def _send(self, store, key: bytes, replace: bool) -> None:
-        """Uploads one entry. When another machine's entry for the same key
-        got there first (it computed the same call at the same time), that
-        one is adopted here too, so both machines end with the same value."""
-        if send(self.transport, self.secret, store, key, replace, self.cwd) != "there":
-            return
+    def _send(self, store, key: bytes, replace: bool, settling) -> bool:
+        """Uploads one entry; True when it is settling."""
+        sent = send(self.transport, self.secret, store, key, replace, self.cwd)
+        if isinstance(sent, bytes):
+            settling.append((time.monotonic() + self.transport.SETTLE, store, key, sent))
+            return True
+        if sent == "there":
+            self._adopt(store, key)
+        return False
+
+    def _settled(self, store, key: bytes, data: bytes) -> bool:
+        if not self.transport.confirm(key.hex(), data):
+            self._adopt(store, key)
+        return False
+
+    def _adopt(self, store, key: bytes) -> None:
+        """Another machine's entry for key got there first (it computed the
+        same call at the same time): it is adopted here too, so both
+        machines end with the same value; unless it is expired or does not
+        verify, then ours replaces it."""
         try:
             got = receive(self.transport, self.secret, key)
         except BadEntry:
-            got = None   # theirs does not verify: ours replaces it
+            got = None
         if got is None or got[1].expired(time.time()):
             send(self.transport, self.secret, store, key, True, self.cwd)
             return

@@ -20,16 +20,15 @@ import http.client
 import json
 import queue
 import threading
-import time
 import urllib.parse
 
 from ._remote_transport import RemoteError, TIMEOUT
 
-SETTLE = 0.1
 _RETRY = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
 class HttpTransport:
+    SETTLE = 0.1   # seconds between writing an entry and reading it back
     def __init__(self, url: str):
         parts = urllib.parse.urlsplit(url)
         if not parts.hostname:
@@ -112,17 +111,19 @@ class HttpTransport:
     def has_ac(self, hexkey: str) -> bool:
         return self._has("/ac/" + hexkey)
 
-    def put_ac(self, hexkey: str, data: bytes, create_only: bool) -> bool:
-        """False when create_only and an entry was there, or another
-        machine's write replaced this one (see the module's comment)."""
+    def put_ac(self, hexkey: str, data: bytes, create_only: bool):
+        """True when written; with create_only, False when an entry was
+        there, else None: confirm() tells, SETTLE seconds later, whether
+        this write stands (see the module's comment)."""
         path = "/ac/" + hexkey
         if create_only and self._has(path):
             return False
         self._put(path, data)
-        if not create_only:
-            return True
-        time.sleep(SETTLE)
-        return self._get(path) == data
+        return None if create_only else True
+
+    def confirm(self, hexkey: str, data: bytes) -> bool:
+        """Whether the entry written by put_ac is still ours."""
+        return self._get("/ac/" + hexkey) == data
 
     def delete_ac(self, hexkey: str) -> None:
         self._request("DELETE", "/ac/" + hexkey)

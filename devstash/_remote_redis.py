@@ -13,6 +13,7 @@ PREFIX = "devstash:"
 
 
 class RedisTransport:
+    SETTLE = 0.0   # SET NX decides at once: put_ac never asks for confirm()
     def __init__(self, url: str):
         try:
             import redis
@@ -39,7 +40,7 @@ class RedisTransport:
         return self._do(self.client.get, PREFIX + "ac:" + hexkey)
 
     def put_ac(self, hexkey: str, data: bytes, create_only: bool) -> bool:
-        """False when create_only and an entry was there already."""
+        """True when written; False when create_only and an entry was there."""
         return bool(self._do(self.client.set, PREFIX + "ac:" + hexkey, data, nx=create_only))
 
     def delete_ac(self, hexkey: str) -> None:
