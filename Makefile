@@ -38,7 +38,8 @@ BENCH_VENVS := bench/.venvs
 BENCH_ENVS  := $(VENV)/.installed $(BENCH_VENVS)/devstash011/.installed $(BENCH_VENVS)/peers/.installed
 
 # The peers each get a venv of their own: devstash 0.1.1 from PyPI, and
-# joblib, diskcache and py-lmdb for the floors.
+# joblib, diskcache, cachier and redis-py (the team-cache benchmark), and py-lmdb
+# for the floors.
 $(BENCH_VENVS)/%/.installed: bench/requirements-%.txt
 	rm -rf $(BENCH_VENVS)/$*
 	$(PYTHON) -m venv $(BENCH_VENVS)/$*
