@@ -732,6 +732,8 @@ class Runtime(_core.Runtime):
         if key is None:
             return await func(*args, **kwargs)
         hit, value = self.load(site, key)
+        if not hit:
+            hit, value = self._from_remote(site, key)   # blocks the loop: ~1 round trip
         if hit:
             return self._loaded(site, value, func, args, kwargs)
         # Another task of this loop computing the same key: await its value.
@@ -770,6 +772,8 @@ class Runtime(_core.Runtime):
         key = self.key_chain(site, root, steps)
         if key is not None:
             hit, value = self.load(site, key)
+            if not hit:
+                hit, value = self._from_remote(site, key)
             if hit:
                 return value
         start = time.perf_counter()

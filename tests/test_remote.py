@@ -405,3 +405,44 @@ def test_put_record_with_body(tmp_path):
     with pytest.raises(ValueError):
         b.put_record(other, b"\xd6short", body=bytes(body))
     assert b.get_record(other) is None and b.meta(other) is None
+
+
+# ---- the other cached forms: chains, plain expressions, async calls ---------------
+
+FORMS = HEADER + """
+import asyncio
+
+def note(what):
+    with open("computed.txt", "a") as f:
+        f.write(what + "\\n")
+
+class Rows:
+    def __init__(self, n):
+        note("rows")
+        self.n = n
+    def total(self):
+        return sum(range(self.n))
+
+async def fetch(x):
+    note("fetch")
+    return x * 2
+
+n = 1000
+chained = Rows(n).total()  # @devstash
+squares = [i * i for i in range(n)]  # @devstash
+
+async def main():
+    return await fetch(21)  # @devstash
+
+print("result", chained, sum(squares), asyncio.run(main()))
+"""
+
+
+def test_chains_expressions_and_async_calls(tmp_path, redis_server):
+    a = Machine(tmp_path / "a", redis_server, script=FORMS)
+    b = Machine(tmp_path / "b", redis_server, script=FORMS)
+    first = a.go()
+    assert sorted(a.computed()) == ["fetch", "rows"]
+    second = b.go()
+    assert b.computed() == [] and result(second) == result(first), second.stderr
+    assert second.stderr.count("(from the remote cache") == 3, second.stderr
