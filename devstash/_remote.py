@@ -101,6 +101,16 @@ class Remote:
         self._queue = None
         self._lock = threading.Lock()
         self._dropped = 0
+        self._pid = os.getpid()
+
+    def _forked(self) -> None:
+        """In a child of fork: connections of its own, and an upload thread
+        of its own (the parent's did not come along)."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self.transport = open_transport(self.config.url)
+            self._queue = None
+            self._dropped = 0
 
     def failed(self, exc) -> None:
         """The remote is off for the rest of the run, said once."""
@@ -123,6 +133,7 @@ class Remote:
         store now, unless a good local entry was there already."""
         if self.down or not self.config.reads:
             return False
+        self._forked()
         try:
             got = receive(self.transport, self.secret, key)
         except RemoteError as exc:
@@ -148,6 +159,7 @@ class Remote:
         """Queues the local entry of key for the background upload."""
         if self.down or not self.config.writes:
             return
+        self._forked()
         if self._queue is None:
             self._queue = queue.Queue(MAX_PENDING)
             threading.Thread(target=self._uploader, name="devstash-upload", daemon=True).start()
@@ -220,6 +232,8 @@ class Remote:
     def _finish(self) -> None:
         """At exit: waits up to EXIT_WAIT seconds for the uploads left."""
         q = self._queue
+        if q is None:
+            return   # a child of fork that uploaded nothing
         deadline = time.monotonic() + EXIT_WAIT
         with q.all_tasks_done:
             while q.unfinished_tasks and not self.down:

@@ -446,3 +446,35 @@ def test_chains_expressions_and_async_calls(tmp_path, redis_server):
     second = b.go()
     assert b.computed() == [] and result(second) == result(first), second.stderr
     assert second.stderr.count("(from the remote cache") == 3, second.stderr
+
+
+def test_a_child_of_fork_uploads_on_its_own(tmp_path, remote_server):
+    """A process forked after the parent used the remote gets connections
+    and an upload thread of its own."""
+    script = HEADER + """
+import os
+
+def note(what):
+    with open("computed.txt", "a") as f:
+        f.write(what + "\\n")
+
+def work(x):
+    note(f"work{x}")
+    return x * 10
+
+a = work(1)  # @devstash
+pid = os.fork()
+if pid == 0:
+    b = work(2)  # @devstash   (the child ends as scripts do: its uploads finish at exit)
+else:
+    os.waitpid(pid, 0)
+    c = work(3)  # @devstash
+    print("result", a, c)
+"""
+    a = Machine(tmp_path / "a", remote_server, script=script)
+    b = Machine(tmp_path / "b", remote_server, script=script)
+    a.go()
+    assert sorted(a.computed()) == ["work1", "work2", "work3"]
+    assert len(remote_names(remote_server, "ac")) == 3
+    b.go()
+    assert b.computed() == []
