@@ -465,7 +465,8 @@ def work(x):
 a = work(1)  # @devstash
 pid = os.fork()
 if pid == 0:
-    b = work(2)  # @devstash   (the child ends as scripts do: its uploads finish at exit)
+    # The child ends as scripts do: its uploads finish at exit.
+    b = work(2)  # @devstash
 else:
     os.waitpid(pid, 0)
     c = work(3)  # @devstash
