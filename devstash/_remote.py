@@ -27,7 +27,7 @@ from ._remote_entry import BadEntry, pack, unpack
 from ._remote_transport import RemoteError, open_transport, shown_url
 
 EXIT_WAIT = float(os.environ.get("DEVSTASH_REMOTE_EXIT_WAIT") or 30.0)
-MAX_PENDING = 256   # uploads queued at once; more are left to `devstash push`
+MAX_PENDING = 10_000   # uploads waiting at once (keys only); more are left to `devstash push`
 
 NO_SECRET = (f"set {_signing.ENV_VAR} to the team's secret (at least {_signing.MIN_SECRET} bytes, "
              "e.g. from python -c 'import secrets; print(secrets.token_hex(32))'), the same on "
@@ -244,9 +244,10 @@ class Remote:
             left_over = q.unfinished_tasks
         left_over += self._dropped
         if left_over and not self.down:
-            _warn(f"{left_over} upload{'s' * (left_over != 1)} to the remote cache "
-                  f"{self.where} did not finish in time and {'were' if left_over != 1 else 'was'} "
-                  "abandoned; `devstash push` sends what is left")
+            _warn(f"{left_over} upload{'s' * (left_over != 1)} to the remote cache {self.where} "
+                  f"{'were' if left_over != 1 else 'was'} abandoned (more than {MAX_PENDING} "
+                  f"waiting, or not done {EXIT_WAIT:.0f} s into the exit); `devstash push` sends "
+                  "what is left")
 
 
 def connect(config):

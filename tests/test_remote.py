@@ -479,3 +479,16 @@ else:
     assert len(remote_names(remote_server, "ac")) == 3
     b.go()
     assert b.computed() == []
+
+
+def test_uploads_left_at_exit_are_abandoned_with_one_warning(tmp_path, http_server):
+    """The exit waits DEVSTASH_REMOTE_EXIT_WAIT seconds at most for uploads
+    (an HTTP entry settles 0.1 s: with no wait, it is left)."""
+    a = Machine(tmp_path / "a", http_server, DEVSTASH_REMOTE_EXIT_WAIT="0")
+    proc = a.go()
+    left = [w for w in warnings_of(proc) if "abandoned" in w]
+    assert len(left) == 1 and "devstash push" in left[0], proc.stderr
+    assert "pushed" in a.cli("push").stdout
+    b = Machine(tmp_path / "b", http_server)
+    b.go()
+    assert b.computed() == []
