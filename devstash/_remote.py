@@ -72,7 +72,7 @@ def value_bytes(transport, entry):
     checked against its signed digest (BadEntry if not)."""
     fetched = None
     if entry.body is None:
-        fetched = transport.get_cas(entry.digest.hex())
+        fetched = transport.get_cas(entry.digest.hex(), entry.body_len)
         if fetched is None:
             raise BadEntry("its value bytes are missing from the server (cas/)")
     return entry.checked_body(fetched)
@@ -97,7 +97,8 @@ class Remote:
         self.cwd = os.getcwd()
         self.down = False
         self.rejected = 0
-        self.hits = 0
+        self.hits = 0      # remote hits of this run
+        self.direct = 0    # of them, loaded from the fetched bytes (not counted by runtime.c)
         self._queue = None
         self._lock = threading.Lock()
         self._dropped = 0
@@ -128,31 +129,29 @@ class Remote:
                   f"(is {_signing.ENV_VAR} the team's secret?)")
 
     # -- a local miss
-    def fetch(self, store, key: bytes) -> bool:
-        """Whether the remote had key: then its verified entry is in the local
-        store now, unless a good local entry was there already."""
+    def fetch(self, store, key: bytes):
+        """(value bytes, Entry) when the remote had key: then its verified
+        entry is in the local store now, unless a good local entry was there
+        already; else None."""
         if self.down or not self.config.reads:
-            return False
+            return None
         self._forked()
         try:
             got = receive(self.transport, self.secret, key)
         except RemoteError as exc:
             self.failed(exc)
-            return False
+            return None
         except BadEntry as exc:
             self.rejected_entry(key, exc)
-            return False
-        if got is None:
-            return False
-        body, entry = got
-        if entry.expired(time.time()):
-            return False
+            return None
+        if got is None or got[1].expired(time.time()):
+            return None
         try:
-            store_entry(store, key, body, entry, self.cwd, replace=False)
+            store_entry(store, key, got[0], got[1], self.cwd, replace=False)
         except ValueError as exc:   # the joined record fails the store's own checks
             self.rejected_entry(key, exc)
-            return False
-        return True
+            return None
+        return got
 
     # -- a value computed here
     def upload(self, store, key: bytes, replace: bool) -> None:

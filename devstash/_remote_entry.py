@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import struct
 
-from ._cli_values import record_layout
+from ._cli_values import record_layout, record_lengths
 from ._entry_meta import parse_meta
 
 MAGIC = b"DSREMOT1"
@@ -74,6 +74,19 @@ class Entry:
         if not hmac.compare_digest(digest, self.digest):
             raise BadEntry("its value bytes do not match the signed digest")
         return body
+
+
+def value_parts(head, body) -> tuple:
+    """(pickle, [out-of-band buffers]) of a record given as head and body,
+    as views into body: a value loaded from them shares its memory."""
+    pickle_len, nbuffers, table = record_lengths(head)
+    view = memoryview(body)
+    buffers, start = [], pickle_len
+    for i in range(nbuffers):
+        end = pickle_len + _U64.unpack_from(head, table + 8 * i)[0]
+        buffers.append(view[start:end])
+        start = end
+    return view[:pickle_len], buffers
 
 
 def split(record) -> tuple:

@@ -18,11 +18,10 @@ import base64
 import hashlib
 import http.client
 import json
-import queue
 import threading
 import urllib.parse
 
-from ._remote_transport import RemoteError, TIMEOUT
+from ._remote_transport import CHUNK, Hasher, RemoteError, TIMEOUT
 
 _RETRY = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
@@ -128,7 +127,7 @@ class HttpTransport:
     def delete_ac(self, hexkey: str) -> None:
         self._request("DELETE", "/ac/" + hexkey)
 
-    def get_cas(self, digest: str):
+    def get_cas(self, digest: str, size: int):
         """(value bytes, their SHA-256), or None."""
         return self._get("/cas/" + digest, hashed=True)
 
@@ -171,46 +170,17 @@ def _read(resp, hashed=False):
         return (data, hashlib.sha256(data).digest()) if hashed else data
     buf = bytearray(resp.length)
     view = memoryview(buf)
-    hasher = _Hasher() if hashed else None
+    hasher = Hasher() if hashed else None
     got = done = 0
     try:
         while got < len(buf):
-            n = resp.readinto(view[got:min(len(buf), got + _CHUNK)])
+            n = resp.readinto(view[got:min(len(buf), got + CHUNK)])
             if not n:
                 raise http.client.IncompleteRead(bytes(view[:got]), len(buf) - got)
             got += n
-            if hasher is not None and (got - done >= _CHUNK or got == len(buf)):
+            if hasher is not None and (got - done >= CHUNK or got == len(buf)):
                 hasher.feed(view[done:got])
                 done = got
     finally:
         digest = hasher.finish() if hasher is not None else None
     return (buf, digest) if hashed else buf
-
-
-_CHUNK = 4 << 20
-
-
-class _Hasher:
-    """SHA-256 on a thread of its own, fed pieces in order (hashlib lets go
-    of the GIL while it hashes, so hashing overlaps the reading)."""
-
-    def __init__(self):
-        self.sha = hashlib.sha256()
-        self.pieces = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._run, name="devstash-sha256", daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while True:
-            piece = self.pieces.get()
-            if piece is None:
-                return
-            self.sha.update(piece)
-
-    def feed(self, piece):
-        self.pieces.put(piece)
-
-    def finish(self) -> bytes:
-        self.pieces.put(None)
-        self.thread.join()
-        return self.sha.digest()

@@ -7,7 +7,7 @@ the first one's entry stays, and the second adopts it (_remote.py).
 """
 import hashlib
 
-from ._remote_transport import RemoteError, TIMEOUT
+from ._remote_transport import CHUNK, Hasher, RemoteError, TIMEOUT
 
 PREFIX = "devstash:"
 
@@ -49,10 +49,33 @@ class RedisTransport:
     def has_ac(self, hexkey: str) -> bool:
         return bool(self._do(self.client.exists, PREFIX + "ac:" + hexkey))
 
-    def get_cas(self, digest: str):
-        """(value bytes, their SHA-256), or None."""
-        body = self._do(self.client.get, PREFIX + "cas:" + digest)
-        return None if body is None else (body, hashlib.sha256(body).digest())
+    def get_cas(self, digest: str, size: int):
+        """(value bytes, their SHA-256), or None. A large value (size: what
+        its entry says) is read in pieces (GETRANGE) into one writable
+        buffer, each piece hashed while the next arrives: redis-py would
+        gather a 100 MB reply through copies of its own."""
+        name = PREFIX + "cas:" + digest
+        if size < 2 * CHUNK:
+            body = self._do(self.client.get, name)
+            return None if body is None else (body, hashlib.sha256(body).digest())
+        stored = self._do(self.client.strlen, name)
+        if stored != size:
+            return None if stored == 0 else (b"", b"")   # fails the entry's check
+        buf = bytearray(size)
+        view = memoryview(buf)
+        hasher = Hasher()
+        pos = 0
+        try:
+            while pos < size:
+                piece = self._do(self.client.getrange, name, pos, min(size, pos + CHUNK) - 1)
+                if not piece:
+                    break
+                view[pos:pos + len(piece)] = piece
+                hasher.feed(view[pos:pos + len(piece)])
+                pos += len(piece)
+        finally:
+            digest_seen = hasher.finish()
+        return (buf, digest_seen) if pos == size else (b"", b"")
 
     def has_cas(self, digest: str) -> bool:
         return bool(self._do(self.client.exists, PREFIX + "cas:" + digest))

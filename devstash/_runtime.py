@@ -83,7 +83,7 @@ def _at_exit() -> None:
             store.flush(wait=False)  # see store.c: start the writeback, do not wait
         except Exception as exc:  # noqa: BLE001 - at exit, a report is all we can do
             warn(f"could not record hit counts ({exc})")
-    hits = sum(rt.hits for rt in _runtimes)
+    hits = sum(rt.hits for rt in _runtimes) + (_remote.direct if _remote is not None else 0)
     misses = sum(rt.misses for rt in _runtimes)
     if _remote is not None:
         misses -= _remote.hits   # local misses the remote cache answered: hits
@@ -248,6 +248,22 @@ def remote_cache():
 
             _remote = remote_module.connect(config)
     return _remote
+
+
+def _fetched_value(body, entry):
+    """(True, value) made from a large value's bytes as the HTTP transport
+    read them: writable memory of this process alone, which the value's
+    arrays may share, as they share a local hit's copy out of the store (a
+    second 100 MB copy spared). Else (False, None): loaded from the store."""
+    if not isinstance(body, bytearray):
+        return False, None
+    from ._remote_entry import value_parts
+
+    try:
+        data, buffers = value_parts(entry.head, body)
+        return True, decode_value(data, buffers)
+    except Exception:  # noqa: BLE001 - the store's own load says what is wrong
+        return False, None
 
 
 def decode_value(data: bytes, buffers=()):
@@ -464,16 +480,21 @@ class Runtime(_core.Runtime):
         if self.store is None or self.refresh:
             return False, None
         remote = remote_cache()
-        if remote is None or not remote.fetch(self.store, key):
+        got = remote.fetch(self.store, key) if remote is not None else None
+        if got is None:
             return False, None
-        verbose, self.verbose = self.verbose, 0   # the hit is reported below, as remote
-        try:
-            hit, value = self.load(site, key, True)
-        finally:
-            self.verbose = verbose
+        hit, value = _fetched_value(*got)
+        if hit:
+            remote.direct += 1
+        else:
+            verbose, self.verbose = self.verbose, 0   # the hit is reported below, as remote
+            try:
+                hit, value = self.load(site, key, True)
+            finally:
+                self.verbose = verbose
         if hit:
             remote.hits += 1
-            if verbose:
+            if self.verbose:
                 _logger().info("devstash: hit %s (from the remote cache %s)", self._where(site),
                                remote.where)
         return hit, value

@@ -135,8 +135,8 @@ def test_machine_b_hits_what_a_computed(tmp_path, remote_server):
     assert len(remote_names(remote_server, "cas")) == 1
 
 
-def test_summary_line_counts_remote_hits(tmp_path, redis_server):
-    a, b = two_machines(tmp_path, redis_server)
+def test_summary_line_counts_remote_hits(tmp_path, remote_server):
+    a, b = two_machines(tmp_path, remote_server)
     a.go()
     proc = b.go(DEVSTASH_QUIET=None, DEVSTASH_LOG=None)
     assert "devstash: 3 hits (3 from the remote cache), 0 misses, 0 stored" in proc.stderr
@@ -492,3 +492,33 @@ def test_uploads_left_at_exit_are_abandoned_with_one_warning(tmp_path, http_serv
     b = Machine(tmp_path / "b", http_server)
     b.go()
     assert b.computed() == []
+
+
+def change_cas(server, name, change):
+    """Replaces the cas/ object name with change(its bytes)."""
+    if server.url.startswith("redis"):
+        import redis
+
+        client = redis.Redis(port=server.port)
+        client.set(f"devstash:cas:{name}", change(client.get(f"devstash:cas:{name}")))
+    else:
+        path = server.folder / "www" / "devstash" / "cas" / name
+        path.write_bytes(change(path.read_bytes()))
+
+
+def flip_last_byte(data):
+    return data[:-1] + bytes([data[-1] ^ 1])
+
+
+@pytest.mark.parametrize("how", ["altered", "cut short"])
+def test_altered_value_bytes_are_refused(tmp_path, remote_server, how):
+    """The value bytes in cas/ are checked against the digest the signed
+    entry holds before anything is unpickled."""
+    a, b = two_machines(tmp_path, remote_server)
+    a.go()
+    [name] = remote_names(remote_server, "cas")
+    change_cas(remote_server, name, flip_last_byte if how == "altered" else lambda d: d[:-1000])
+    proc = b.go()
+    assert sorted(b.computed()) == ["big", "big_again"]   # work(1) is inline: a remote hit
+    refused = [w for w in warnings_of(proc) if "was refused" in w]
+    assert len(refused) == 1 and "do not match the signed digest" in refused[0], proc.stderr
