@@ -8,7 +8,7 @@ from . import _signing
 from ._cli_common import (CliError, Entry, Progress, cache_folder, format_age, format_size,
                           load_entries, matches, open_store, sort_key)
 from ._entry_meta import local_site
-from ._remote import NO_SECRET, send, store_entry, value_bytes
+from ._remote import NO_SECRET, send, store_entry, team_secret, value_bytes
 from ._remote_config import ConfigError, load as load_config
 from ._remote_entry import BadEntry, unpack
 from ._remote_transport import RemoteError, open_transport, shown_url
@@ -29,7 +29,7 @@ class Connection:
             raise CliError(NOT_SET)
         self.where = shown_url(self.config.url)
         try:
-            self.secret = _signing.load(create=False)
+            self.secret = team_secret()
         except _signing.SecretError as exc:
             raise CliError(str(exc)) from None
         if self.secret is None and need_secret:

@@ -31,7 +31,16 @@ MAX_PENDING = 10_000   # uploads waiting at once (keys only); more are left to `
 
 NO_SECRET = (f"set {_signing.ENV_VAR} to the team's secret (at least {_signing.MIN_SECRET} bytes, "
              "e.g. from python -c 'import secrets; print(secrets.token_hex(32))'), the same on "
-             "every machine")
+             "every machine (the per-user key file of exports is not used here)")
+
+
+def team_secret():
+    """The Secret of DEVSTASH_SECRET, or None. Not the per-user key file
+    exports fall back to: it differs from machine to machine, so each would
+    refuse, and then overwrite, what the others wrote."""
+    if not os.environ.get(_signing.ENV_VAR):
+        return None
+    return _signing.load(create=False)   # SecretError for a secret too short
 
 
 def _warn(message: str) -> None:
@@ -253,7 +262,7 @@ def connect(config):
     """The Remote for config, or None, said once why, when it cannot be used."""
     where = shown_url(config.url)
     try:
-        secret = _signing.load(create=False)
+        secret = team_secret()
     except _signing.SecretError as exc:
         _warn(f"not using the remote cache {where}: {exc}")
         return None

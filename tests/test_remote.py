@@ -522,3 +522,14 @@ def test_altered_value_bytes_are_refused(tmp_path, remote_server, how):
     assert sorted(b.computed()) == ["big", "big_again"]   # work(1) is inline: a remote hit
     refused = [w for w in warnings_of(proc) if "was refused" in w]
     assert len(refused) == 1 and "do not match the signed digest" in refused[0], proc.stderr
+
+
+def test_the_key_file_of_exports_is_not_the_team_secret(tmp_path, redis_server):
+    """Each machine's own key file would make every machine refuse, then
+    overwrite, the others' entries: only DEVSTASH_SECRET signs for the team."""
+    a = Machine(tmp_path / "a", redis_server, DEVSTASH_SECRET=None)
+    a.cli("export", "out.bin")   # creates this machine's key file
+    proc = a.go()
+    said = [w for w in warnings_of(proc) if "not using the remote cache" in w]
+    assert len(said) == 1 and "key file of exports is not used" in said[0], proc.stderr
+    assert remote_names(redis_server, "ac") == []
