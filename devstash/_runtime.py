@@ -250,6 +250,13 @@ def remote_cache():
     return _remote
 
 
+def _remote_miss() -> str:
+    """What a miss line adds when the remote cache was asked too."""
+    if _remote is None or _remote.down or not _remote.config.reads:
+        return ""
+    return "; not in the remote cache either"
+
+
 def _fetched_value(body, entry):
     """(True, value) made from a large value's bytes as the HTTP transport
     read them: writable memory of this process alone, which the value's
@@ -521,8 +528,8 @@ class Runtime(_core.Runtime):
 
         parts = self._key_parts(site, func, args, kwargs) if self._wants_parts(site) else None
         if self.verbose:
-            _logger().info("devstash: miss %s (%s)", self._where(site),
-                           self._miss_reason(site, parts, self.miss_why))
+            _logger().info("devstash: miss %s (%s%s)", self._where(site),
+                           self._miss_reason(site, parts, self.miss_why), _remote_miss())
         captured = _effects.capture(func, args, kwargs, self._watch_rng(site))
         start = time.perf_counter()
         value = func(*args, **kwargs) if kwargs else func(*args)
@@ -729,8 +736,8 @@ class Runtime(_core.Runtime):
             except Exception:  # noqa: BLE001 - only the explanation of a miss depends on it
                 pass
         if self.verbose:
-            _logger().info("devstash: miss %s (%s)", self._where(site),
-                           self._miss_reason(site, parts, value))
+            _logger().info("devstash: miss %s (%s%s)", self._where(site),
+                           self._miss_reason(site, parts, value), _remote_miss())
         start = time.perf_counter()
         value = run_chain(root, steps)
         if self.save(site, key, value, time.perf_counter() - start, root) and parts is not None:

@@ -122,6 +122,7 @@ def test_machine_b_hits_what_a_computed(tmp_path, remote_server):
     first = a.go()
     assert a.computed() == ["work", "big", "big_again"]
     assert warnings_of(first) == []
+    assert first.stderr.count("; not in the remote cache either)") == 3, first.stderr
     second = b.go()
     assert b.computed() == [], second.stderr
     assert result(second) == result(first) == f"result 1 a {7.0 * BIG} {7.0 * BIG}"
