@@ -28,6 +28,7 @@ _RETRY = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 class HttpTransport:
     SETTLE = 0.1   # seconds between writing an entry and reading it back
+
     def __init__(self, url: str):
         parts = urllib.parse.urlsplit(url)
         if not parts.hostname:
@@ -123,9 +124,6 @@ class HttpTransport:
     def confirm(self, hexkey: str, data: bytes) -> bool:
         """Whether the entry written by put_ac is still ours."""
         return self._get("/ac/" + hexkey) == data
-
-    def delete_ac(self, hexkey: str) -> None:
-        self._request("DELETE", "/ac/" + hexkey)
 
     def get_cas(self, digest: str, size: int):
         """(value bytes, their SHA-256), or None."""

@@ -14,6 +14,7 @@ PREFIX = "devstash:"
 
 class RedisTransport:
     SETTLE = 0.0   # SET NX decides at once: put_ac never asks for confirm()
+
     def __init__(self, url: str):
         try:
             import redis
@@ -42,9 +43,6 @@ class RedisTransport:
     def put_ac(self, hexkey: str, data: bytes, create_only: bool) -> bool:
         """True when written; False when create_only and an entry was there."""
         return bool(self._do(self.client.set, PREFIX + "ac:" + hexkey, data, nx=create_only))
-
-    def delete_ac(self, hexkey: str) -> None:
-        self._do(self.client.delete, PREFIX + "ac:" + hexkey)
 
     def has_ac(self, hexkey: str) -> bool:
         return bool(self._do(self.client.exists, PREFIX + "ac:" + hexkey))
