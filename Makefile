@@ -17,6 +17,13 @@ sysdeps:
 	    $(SUDO) apt-get update -qq && \
 	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq liblmdb-dev libxxhash-dev pkg-config >/dev/null; \
 	fi
+	@# The team cache's tests run a real Redis and a real nginx with WebDAV PUT
+	@# (ngx_http_dav_module, built into Debian's nginx-core).
+	@if ! command -v redis-server >/dev/null || ! { PATH="$$PATH:/usr/sbin" nginx -V 2>&1 | grep -q http_dav_module; }; then \
+	    echo "Installing redis-server and nginx-core with apt-get"; \
+	    $(SUDO) apt-get update -qq && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server nginx-core >/dev/null; \
+	fi
 
 $(VENV)/.tools: tests/requirements.txt | sysdeps
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +38,8 @@ BENCH_VENVS := bench/.venvs
 BENCH_ENVS  := $(VENV)/.installed $(BENCH_VENVS)/devstash011/.installed $(BENCH_VENVS)/peers/.installed
 
 # The peers each get a venv of their own: devstash 0.1.1 from PyPI, and
-# joblib, diskcache and py-lmdb for the floors.
+# joblib, diskcache, cachier and redis-py (the team-cache benchmark), and py-lmdb
+# for the floors.
 $(BENCH_VENVS)/%/.installed: bench/requirements-%.txt
 	rm -rf $(BENCH_VENVS)/$*
 	$(PYTHON) -m venv $(BENCH_VENVS)/$*

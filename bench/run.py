@@ -29,7 +29,8 @@ import _harness  # noqa: E402
 from _harness import BENCH_DIR, Context, System  # noqa: E402
 
 # In the order they run; each is the module bench_KEY.py.
-BENCHMARKS = ["hit", "startup", "scripts", "arrays", "entries", "concurrent", "effects", "rewrite", "cli"]
+BENCHMARKS = ["hit", "startup", "scripts", "arrays", "entries", "concurrent", "effects", "rewrite",
+              "cli", "remote"]
 
 LABELS = {
     "ours": "ours",
@@ -41,6 +42,11 @@ LABELS = {
     "floor_lmdb": "floor: py-lmdb",
     "floor_memcpy": "floor: memcpy",
     "floor_xxh3": "floor: xxh3",
+    "ours_http": "ours: HTTP",
+    "local": "local hit",
+    "cachier": "cachier: Redis",
+    "floor_redis": "floor: Redis GET",
+    "floor_http": "floor: HTTP GET",
 }
 
 
@@ -85,7 +91,10 @@ def main(argv=None) -> int:
         "diskcache": System("diskcache", "diskcache", peers, "peer"),
         "bare": System("bare", "bare script", ours, "bare"),
     }
-    for key in ("floor_dict", "floor_lmdb", "floor_memcpy", "floor_xxh3"):
+    systems["ours_http"] = System("ours_http", LABELS["ours_http"], ours, "marker")
+    systems["local"] = System("local", LABELS["local"], ours, "marker")
+    systems["cachier"] = System("cachier", LABELS["cachier"], peers, "peer")
+    for key in ("floor_dict", "floor_lmdb", "floor_memcpy", "floor_xxh3", "floor_redis", "floor_http"):
         systems[key] = System(key, LABELS[key], peers, "floor")
 
     only = [k for k in args.only.split(",") if k]
@@ -104,7 +113,8 @@ def main(argv=None) -> int:
         "pythons": {
             "ours": versions(ours, ["devstash", "numpy"]),
             "devstash011": versions(d011, ["devstash", "numpy"]),
-            "peers": versions(peers, ["joblib", "diskcache", "lmdb", "xxhash", "numpy"]),
+            "peers": versions(peers, ["joblib", "diskcache", "lmdb", "xxhash", "numpy", "cachier",
+                                      "redis"]),
         },
     }
     print(f"devstash benchmarks{' (quick)' if args.quick else ''}: {meta['machine']['platform']}, "

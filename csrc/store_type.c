@@ -553,6 +553,8 @@ typedef struct {
     const unsigned char *key;
     const char *record;     /* a values record, checked by record_parse */
     size_t len;
+    const char *body;       /* or NULL: the record is record then body */
+    size_t body_len;
     int if_newer;
     int written;            /* out: 0 when a newer entry was kept */
     ds_meta meta;
@@ -581,63 +583,93 @@ record_fill(StoreObject *s, MDB_txn *txn, void *arg, const char **what)
             return rc;
         }
     }
-    v.mv_size = c->len;
+    v.mv_size = c->len + c->body_len;
     v.mv_data = NULL;
     *what = "write value";
     if ((rc = mdb_put(txn, e->values, &k, &v, MDB_RESERVE)) != 0)
         return rc;
     memcpy(v.mv_data, c->record, c->len);
+    if (c->body != NULL) {
+        /* Joined where it is stored (no copy of a large value in memory
+         * first), then checked there; the transaction is dropped if not. */
+        ds_record rec;
+        memcpy((char *)v.mv_data + c->len, c->body, c->body_len);
+        if (record_parse(v.mv_data, v.mv_size, &rec, 0) != RECORD_OK
+            || rec.created != c->meta.created) {
+            PyErr_SetString(PyExc_ValueError, "not a well-formed value record");
+            return FILL_PYERR;
+        }
+        c->meta.size = v.mv_size - (size_t)(rec.pickle - (const char *)v.mv_data);
+    }
     if ((rc = meta_write(s, txn, &k, &c->meta, what)) != 0)
         return rc;
     c->written = 1;
     return 0;
 }
 
-/* put_record(key, record, *, ttl, compute, callee, site, if_newer): what
- * `devstash import` writes. The record is a values record as get_record
- * returns it (its own creation time is the entry's); it is checked like a
- * lookup checks it, so a damaged file cannot plant an unreadable entry. */
+/* put_record(key, record, *, ttl, compute, callee, site, if_newer, body):
+ * what `devstash import` and the team cache write. The record is a values
+ * record as get_record returns it (its own creation time is the entry's),
+ * or with body, its first bytes and body the rest (the remote cache keeps
+ * a large value's bytes apart: they are joined in the map, not in memory).
+ * It is checked like a lookup checks it, so a damaged file or entry cannot
+ * plant an unreadable one. */
 static PyObject *
 Store_put_record(StoreObject *s, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"key", "record", "ttl", "compute", "callee", "site",
-                             "if_newer", NULL};
+                             "if_newer", "body", NULL};
     PyObject *keyobj, *result = NULL;
-    Py_buffer key, record;
+    Py_buffer key, record, body = {0};
     int have_key = 0, if_newer = 0;
     const char *callee = "", *site = "";
     double ttl = 0.0, compute = 0.0;
     ds_record rec;
     record_ctx c;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oy*|$ddssp:put_record", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oy*|$ddsspz*:put_record", kwlist,
                                      &keyobj, &record, &ttl, &compute, &callee, &site,
-                                     &if_newer))
+                                     &if_newer, &body))
         return NULL;
     if (store_key(keyobj, &key) < 0)
         goto error;
     have_key = 1;
     if (store_ensure_writable(s) < 0)
         goto error;
-    if (record_parse(record.buf, (size_t)record.len, &rec, 0) != RECORD_OK) {
-        PyErr_SetString(PyExc_ValueError, "not a well-formed value record");
-        goto error;
-    }
     memset(&c, 0, sizeof c);
     c.key = key.buf;
     c.record = record.buf;
     c.len = (size_t)record.len;
+    if (body.buf != NULL) {
+        /* Checked once joined (record_fill); the creation time is read now,
+         * for if_newer, and checked against the parse there. */
+        if (record.len < RECORD_FIXED || ((unsigned char *)record.buf)[0] != VALUES_MAGIC
+            || (size_t)body.len > SIZE_MAX - c.len) {
+            PyErr_SetString(PyExc_ValueError, "not a well-formed value record");
+            goto error;
+        }
+        c.body = body.buf;
+        c.body_len = (size_t)body.len;
+        c.meta.created = get_f64((const unsigned char *)record.buf + 9);
+        c.meta.size = c.len + c.body_len;   /* an upper bound until parsed */
+    }
+    else {
+        if (record_parse(record.buf, (size_t)record.len, &rec, 0) != RECORD_OK) {
+            PyErr_SetString(PyExc_ValueError, "not a well-formed value record");
+            goto error;
+        }
+        c.meta.created = rec.created;
+        c.meta.size = c.len - (size_t)(rec.pickle - (const char *)record.buf);
+    }
     c.if_newer = if_newer;
-    c.meta.created = rec.created;
     c.meta.compute = compute;
     c.meta.ttl = ttl;
-    c.meta.size = c.len - (size_t)(rec.pickle - (const char *)record.buf);
     c.meta.callee = callee;
     c.meta.callee_len = strlen(callee);
     c.meta.site = site;
     c.meta.site_len = strlen(site);
-    size_t need = c.len + meta_size(&c.meta) + site_blob_size(&c.meta);
-    if (need < c.len)
+    size_t need = c.len + c.body_len + meta_size(&c.meta) + site_blob_size(&c.meta);
+    if (need < c.len + c.body_len)
         need = SIZE_MAX;
     if (store_write_txn(s, record_fill, &c, need) < 0)
         goto error;
@@ -648,6 +680,8 @@ error:
     if (have_key)
         PyBuffer_Release(&key);
     PyBuffer_Release(&record);
+    if (body.obj != NULL)
+        PyBuffer_Release(&body);
     return result;
 }
 
@@ -854,10 +888,10 @@ static PyMethodDef Store_methods[] = {
      " devstash's format: recomputed on the next run) or 'damaged' (a checksum or length that"
      " does not match)."},
     {"put_record", (PyCFunction)(void (*)(void))Store_put_record, METH_VARARGS | METH_KEYWORDS,
-     "put_record(key, record, *, ttl=0.0, compute=0.0, callee='', site='', if_newer=False)"
-     " -> bool: write a raw values record and its metadata; with if_newer, keep an entry"
-     " created at the same time or later (returns False). ValueError if the record is"
-     " malformed."},
+     "put_record(key, record, *, ttl=0.0, compute=0.0, callee='', site='', if_newer=False,"
+     " body=None) -> bool: write a raw values record (record, then body if given) and its"
+     " metadata; with if_newer, keep an entry created at the same time or later (returns"
+     " False). ValueError if the record is malformed."},
     {"clear", (PyCFunction)Store_clear, METH_NOARGS,
      "clear() -> int: remove every value with its metadata (the code cache stays);"
      " returns how many values were removed."},

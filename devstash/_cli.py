@@ -1,13 +1,15 @@
 """The devstash commands besides `run`: list, show, clear, compact, stats,
-prune, export, import and doctor. Only __main__ imports this module; the
-commands live in one module per group: _cli_entries (list, show, stats),
-_cli_maintain (clear, compact, prune), _cli_share (export, import),
-_cli_doctor (doctor), with _cli_common and _cli_values beside them.
+prune, export, import, doctor, remote status, push and pull. Only __main__
+imports this module; the commands live in one module per group:
+_cli_entries (list, show, stats), _cli_maintain (clear, compact, prune),
+_cli_share (export, import), _cli_doctor (doctor), _cli_remote (remote
+status, push, pull, list --remote), with _cli_common and _cli_values
+beside them.
 
 Exit codes: 0 success, 1 a user error (one line on stderr, "devstash: ..."),
 2 a usage error (argparse).
 
-Progress bars (export, import) are drawn on stderr only when stderr is a
+Progress bars (export, import, push, pull) are drawn on stderr only when stderr is a
 terminal, and only once the work has taken more than a second.
 """
 import os
@@ -63,6 +65,8 @@ def add_commands(commands, common) -> None:
             "One row per entry: key prefix, callee, call site, size, age, TTL state, hits.")
     add_filters(p)
     p.add_argument("--json", action="store_true", help="print a JSON list (for scripts)")
+    p.add_argument("--remote", action="store_true",
+                   help="list the entries of the remote cache (DEVSTASH_REMOTE) instead")
 
     p = add("show", cmd_show, "show one entry and a summary of its value",
             "Show one entry: its metadata, and its value's size and type. A value stored with "
@@ -111,3 +115,34 @@ def add_commands(commands, common) -> None:
                         "loading one can run any code, so only for files you trust)")
 
     add("doctor", cmd_doctor, "check the cache and say how to fix what is wrong")
+
+    remote = commands.add_parser("remote", help="the team cache (DEVSTASH_REMOTE)",
+                                 description="The team cache: a Redis or HTTP cache server "
+                                 "behind the local cache (DEVSTASH_REMOTE, DEVSTASH_REMOTE_MODE).")
+    remote.set_defaults(parser=remote)
+    sub = remote.add_subparsers(dest="remote_command", metavar="COMMAND", required=True)
+    p = sub.add_parser("status", help="where the remote is, whether it answers, what it holds",
+                       parents=[common])
+    p.set_defaults(handler=command(_remote_command("cmd_remote_status")), parser=p)
+
+    p = add("push", _remote_command("cmd_push"), "send local entries to the remote cache",
+            "Send the cache's unexpired entries that the remote cache does not hold, signed "
+            f"with ${_signing.ENV_VAR}. On a terminal, a progress bar shows once it takes more "
+            "than a second.")
+    add_filters(p, expired=False)
+
+    p = add("pull", _remote_command("cmd_pull"), "fetch entries of the remote cache",
+            "Fetch the remote cache's entries that the local cache does not hold; each is "
+            "verified before it is written. On a terminal, a progress bar shows once it takes "
+            "more than a second.")
+    add_filters(p, expired=False)
+
+
+def _remote_command(name):
+    """A command of _cli_remote, imported when it runs."""
+    def handler(ns) -> int:
+        from . import _cli_remote
+
+        return getattr(_cli_remote, name)(ns)
+    handler.__name__ = name
+    return handler

@@ -22,6 +22,10 @@ RIGHT = {3, 4, 6}
 
 
 def cmd_list(ns) -> int:
+    if getattr(ns, "remote", False):
+        from ._cli_remote import cmd_list_remote
+
+        return cmd_list_remote(ns)
     folder = cache_folder()
     store = open_store(folder, readonly=True)
     now = time.time()

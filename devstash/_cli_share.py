@@ -25,8 +25,6 @@ Export refuses a cache folder that fails the safety checks (folder.c):
 entries someone else could have planted must not be signed as the user's.
 """
 import hashlib
-import json
-import math
 import os
 import struct
 import time
@@ -35,6 +33,7 @@ from . import _core, _signing
 from ._cli_common import (CliError, Progress, cache_folder, format_size, iter_entries, matches,
                           open_store)
 from ._cli_values import record_layout
+from ._entry_meta import dump_meta, local_site, parse_meta
 
 EXPORT_MAGIC = b"DEVSTASH-EXPORT\n"
 EXPORT_VERSION = 2
@@ -47,23 +46,8 @@ _TRAILER = 1 + 8 + 32 + _signing.MAC_SIZE
 MAX_META = 1 << 20
 
 
-def portable_site(site: str, base: str) -> str:
-    """A site under base, written relative to it (with /), for export."""
-    file, sep, line = site.rpartition(":")
-    if not sep or not line.isdigit() or not os.path.isabs(file):
-        return site
-    rel = os.path.relpath(file, base)
-    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
-        return site
-    return f"{rel.replace(os.sep, '/')}:{line}"
 
 
-def local_site(site: str, base: str) -> str:
-    """An imported site: a relative one is made absolute against base."""
-    file, sep, line = site.rpartition(":")
-    if not sep or not line.isdigit() or os.path.isabs(file) or not file:
-        return site
-    return f"{os.path.normpath(os.path.join(base, file))}:{line}"
 
 
 def load_secret(create: bool):
@@ -124,9 +108,7 @@ def cmd_export(ns) -> int:
                     continue
                 if record is None:
                     continue   # removed meanwhile, or only metadata left
-                meta = json.dumps({"callee": e.callee, "site": portable_site(e.site, cwd),
-                                   "ttl": e.ttl, "compute": e.compute},
-                                  separators=(",", ":")).encode()
+                meta = dump_meta(e.callee, e.site, e.ttl, e.compute, cwd)
                 body = b"".join((b"E", e.key, _U32.pack(len(meta)), meta,
                                  _U64.pack(len(record)), record))
                 write(body)
@@ -249,22 +231,6 @@ class ExportReader:
         self.seen = 0
 
 
-def parse_meta(data: bytes):
-    """The metadata of an imported entry, or None when it is not what export writes."""
-    try:
-        meta = json.loads(data)
-    except ValueError:
-        return None
-    if not isinstance(meta, dict):
-        return None
-    callee, site, ttl, compute = (meta.get(k) for k in ("callee", "site", "ttl", "compute"))
-    if not (isinstance(callee, str) and isinstance(site, str) and "\0" not in callee + site):
-        return None
-    for number in (ttl, compute):
-        if not isinstance(number, (int, float)) or isinstance(number, bool) \
-                or not math.isfinite(number) or number < 0:
-            return None
-    return callee, site, float(ttl), float(compute)
 
 
 def value_size(record: bytes) -> int:

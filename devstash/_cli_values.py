@@ -94,6 +94,14 @@ def record_layout(record: bytes):
     well-formed value record: u8 magic | u64 checksum | f64 created | varint
     pickle length | varint number of buffers | u64 end offset per buffer |
     pickle | buffers."""
+    pickle_len, nbuffers, table = record_lengths(record)
+    start = table + 8 * nbuffers
+    return start, pickle_len, len(record) - start - pickle_len
+
+
+def record_lengths(record: bytes):
+    """(pickle length, number of buffers, offset of the buffer table) of a
+    value record, read from its head (the record up to the table's end)."""
     pos = 17
     numbers = []
     for _ in range(2):
@@ -106,9 +114,7 @@ def record_layout(record: bytes):
             if not byte & 0x80:
                 break
         numbers.append(value)
-    pickle_len, nbuffers = numbers
-    start = pos + 8 * nbuffers
-    return start, pickle_len, len(record) - start - pickle_len
+    return numbers[0], numbers[1], pos
 
 
 def is_pickle(data: bytes, buffers=()) -> bool:

@@ -105,13 +105,17 @@ def _at_exit() -> None:
             pass  # the counts stay in their file: the next flush on the folder adds them
         except Exception as exc:  # noqa: BLE001 - at exit, a report is all we can do
             warn(f"could not record hit counts ({exc})")
-    hits = sum(rt.hits for rt in _runtimes)
+    hits = sum(rt.hits for rt in _runtimes) + (_remote.direct if _remote is not None else 0)
     misses = sum(rt.misses for rt in _runtimes)
+    if _remote is not None:
+        misses -= _remote.hits   # local misses the remote cache answered: hits
     stored = sum(rt.stores for rt in _runtimes)
     if (hits or stored) and not _env_flag("DEVSTASH_QUIET"):
         saved = sum(store.saved_seconds for store in _stores.values() if store is not None)
+        remote = f" ({_remote.hits} from the remote cache)" if _remote is not None and _remote.hits \
+            else ""
         sys.stderr.write(
-            f"devstash: {hits} hit{'s' * (hits != 1)}, {misses} miss{'es' * (misses != 1)}, "
+            f"devstash: {hits} hit{'s' * (hits != 1)}{remote}, {misses} miss{'es' * (misses != 1)}, "
             f"{stored} stored, {format_seconds(saved)} saved\n"
         )
 
@@ -254,6 +258,53 @@ def warn_near_markers(filename: str, near) -> None:
     for line, text in near:
         warn(f"{os.path.basename(filename)}:{line}: {text.strip()!r} is not a marker, and the line "
              "is not cached: write '# @devstash' in lower case, then a space before any options")
+
+
+_remote = None
+_remote_asked = False
+
+
+def remote_cache():
+    """The team cache of this run (_remote.py), or None: read on the first
+    local miss of a run, so that a run of hits never looks at it."""
+    global _remote, _remote_asked
+    if not _remote_asked:
+        _remote_asked = True
+        from . import _remote_config
+
+        try:
+            config = _remote_config.load()
+        except _remote_config.ConfigError as exc:
+            warn(f"not using a remote cache: {exc}")
+            config = None
+        if config is not None:
+            from . import _remote as remote_module
+
+            _remote = remote_module.connect(config)
+    return _remote
+
+
+def _remote_miss() -> str:
+    """What a miss line adds when the remote cache was asked too."""
+    if _remote is None or _remote.down or not _remote.config.reads:
+        return ""
+    return "; not in the remote cache either"
+
+
+def _fetched_value(body, entry):
+    """(True, value) made from a large value's bytes as the HTTP transport
+    read them: writable memory of this process alone, which the value's
+    arrays may share, as they share a local hit's copy out of the store (a
+    second 100 MB copy spared). Else (False, None): loaded from the store."""
+    if not isinstance(body, bytearray):
+        return False, None
+    from ._remote_entry import value_parts
+
+    try:
+        data, buffers = value_parts(entry.head, body)
+        return True, decode_value(data, buffers)
+    except Exception:  # noqa: BLE001 - the store's own load says what is wrong
+        return False, None
 
 
 def decode_value(data: bytes, buffers=()):
@@ -448,8 +499,12 @@ class Runtime(_core.Runtime):
 
     # -- the parts of rt.call() that run in Python (see runtime.c)
     def _run_call(self, site, key, func, args, kwargs):
-        """A miss: computes func(*args, **kwargs) and stores the value, or
-        waits for another thread of this process that computes it now."""
+        """A miss: takes the value from the team cache, or computes
+        func(*args, **kwargs) and stores the value, or waits for another
+        thread of this process that computes it now."""
+        hit, value = self._from_remote(site, key)
+        if hit:
+            return self._loaded(site, value, func, args, kwargs)
         threads = sys.modules.get("threading")
         if threads is None or threads.active_count() == 1:
             return self._compute_call(site, key, func, args, kwargs)   # nobody to wait for
@@ -468,6 +523,42 @@ class Runtime(_core.Runtime):
         finally:
             flights.end(key)
 
+    # -- the team cache (_remote.py): asked on a local miss, given what is stored
+    def _from_remote(self, site, key):
+        """(True, value) when the remote cache had key (verified, and now in
+        the local store too); else (False, None)."""
+        if self.store is None or self.refresh:
+            return False, None
+        remote = remote_cache()
+        got = remote.fetch(self.store, key) if remote is not None else None
+        if got is None:
+            return False, None
+        hit, value = _fetched_value(*got)
+        if hit:
+            remote.direct += 1
+        else:
+            verbose, self.verbose = self.verbose, 0   # the hit is reported below, as remote
+            try:
+                hit, value = self.load(site, key, True)
+            finally:
+                self.verbose = verbose
+        if hit:
+            remote.hits += 1
+            if self.verbose:
+                _logger().info("devstash: hit %s (from the remote cache %s)", self._where(site),
+                               remote.where)
+        return hit, value
+
+    def save(self, site, key, value, seconds, callee=None):
+        """Stores locally (runtime.c); a value stored goes to the remote
+        cache too, in the background."""
+        stored = super().save(site, key, value, seconds, callee)
+        if stored:
+            remote = remote_cache()
+            if remote is not None:
+                remote.upload(self.store, key, bool(self.refresh))
+        return stored
+
     def _loaded(self, site, value, func, args, kwargs):
         """A value load() returned, as the call returns it (see runtime.c's
         Runtime_hit_value: a record of effects is applied)."""
@@ -480,8 +571,8 @@ class Runtime(_core.Runtime):
 
         parts = self._key_parts(site, func, args, kwargs) if self._wants_parts(site) else None
         if self.verbose:
-            _logger().info("devstash: miss %s (%s)", self._where(site),
-                           self._miss_reason(site, parts, self.miss_why))
+            _logger().info("devstash: miss %s (%s%s)", self._where(site),
+                           self._miss_reason(site, parts, self.miss_why), _remote_miss())
         captured = _effects.capture(func, args, kwargs, self._watch_rng(site))
         start = time.perf_counter()
         value = func(*args, **kwargs) if kwargs else func(*args)
@@ -661,6 +752,10 @@ class Runtime(_core.Runtime):
 
     # -- cached forms the rewriter emits besides call()
     def _compute(self, site, key, compute, callee):
+        if key is not None:
+            hit, value = self._from_remote(site, key)
+            if hit:
+                return value
         start = time.perf_counter()
         value = compute()
         if key is not None:
@@ -674,6 +769,9 @@ class Runtime(_core.Runtime):
         hit, value = self.load(site, key, True)   # the miss is reported below
         if hit:
             return value
+        hit, remote_value = self._from_remote(site, key)
+        if hit:
+            return remote_value
         parts = None
         if self._wants_parts(site):
             try:
@@ -681,8 +779,8 @@ class Runtime(_core.Runtime):
             except Exception:  # noqa: BLE001 - only the explanation of a miss depends on it
                 pass
         if self.verbose:
-            _logger().info("devstash: miss %s (%s)", self._where(site),
-                           self._miss_reason(site, parts, value))
+            _logger().info("devstash: miss %s (%s%s)", self._where(site),
+                           self._miss_reason(site, parts, value), _remote_miss())
         start = time.perf_counter()
         value = run_chain(root, steps)
         if self.save(site, key, value, time.perf_counter() - start, root) and parts is not None:
@@ -705,6 +803,8 @@ class Runtime(_core.Runtime):
         if key is None:
             return await func(*args, **kwargs)
         hit, value = self.load(site, key)
+        if not hit:
+            hit, value = self._from_remote(site, key)   # blocks the loop: ~1 round trip
         if hit:
             return self._loaded(site, value, func, args, kwargs)
         # Another task of this loop computing the same key: await its value.
@@ -743,6 +843,8 @@ class Runtime(_core.Runtime):
         key = self.key_chain(site, root, steps)
         if key is not None:
             hit, value = self.load(site, key)
+            if not hit:
+                hit, value = self._from_remote(site, key)
             if hit:
                 return value
         start = time.perf_counter()

@@ -1,0 +1,71 @@
+"""What the remote transports share: their error, their timeout, the
+hashing of large values while they arrive, and the choice of a transport
+by URL scheme."""
+import hashlib
+import os
+import queue
+import threading
+
+# Seconds to connect, and to wait for any one read or write: a remote that
+# is down or stuck costs a run about this much once (then it goes on
+# local-only), never a hang.
+TIMEOUT = float(os.environ.get("DEVSTASH_REMOTE_TIMEOUT") or 1.0)
+
+
+# Large values are read in pieces of this size, each hashed while the next arrives.
+CHUNK = 4 << 20
+
+
+class RemoteError(OSError):
+    """The remote cannot be reached, timed out, or answered what it should not."""
+
+
+def open_transport(url: str):
+    """The transport for url: redis:// and rediss:// (redis-py), http:// and
+    https:// (the standard library)."""
+    scheme = url.partition("://")[0].lower()
+    if scheme in ("redis", "rediss"):
+        from ._remote_redis import RedisTransport
+
+        return RedisTransport(url)
+    if scheme in ("http", "https"):
+        from ._remote_http import HttpTransport
+
+        return HttpTransport(url)
+    raise RemoteError("it is neither a redis://, rediss://, http:// nor https:// URL")
+
+
+def shown_url(url: str) -> str:
+    """url without the password it may hold, for messages."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.partition("@")
+    if not sep or not at or "/" in userinfo:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user + ':***' if user else '***'}@{host}"
+
+
+class Hasher:
+    """SHA-256 on a thread of its own, fed pieces in order (hashlib lets go
+    of the GIL while it hashes, so hashing overlaps the reading)."""
+
+    def __init__(self):
+        self.sha = hashlib.sha256()
+        self.pieces = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="devstash-sha256", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            piece = self.pieces.get()
+            if piece is None:
+                return
+            self.sha.update(piece)
+
+    def feed(self, piece):
+        self.pieces.put(piece)
+
+    def finish(self) -> bytes:
+        self.pieces.put(None)
+        self.thread.join()
+        return self.sha.digest()
