@@ -6,7 +6,7 @@ import time
 
 from . import _signing
 from ._cli_common import (CliError, Entry, Progress, cache_folder, format_age, format_size,
-                          load_entries, matches, open_store, sort_key)
+                          iter_entries, matches, open_store, sort_key)
 from ._entry_meta import local_site
 from ._remote import NO_SECRET, send, store_entry, team_secret, value_bytes
 from ._remote_config import ConfigError, load as load_config
@@ -104,7 +104,7 @@ def cmd_push(ns) -> int:
     folder = cache_folder()
     store = open_store(folder, readonly=True)
     now = time.time()
-    chosen = [e for e in load_entries(store) if matches(e, ns, now) and not e.expired(now)]
+    chosen = [e for e in iter_entries(store) if matches(e, ns, now) and not e.expired(now)]
     sent = there = 0
     progress = Progress("pushing", len(chosen))
     cwd = os.getcwd()
