@@ -824,3 +824,27 @@ error:
     hasher_leave(h);
     return ret;
 }
+
+/* The code of what calling a class or an instance runs, when it is a
+ * function (a user's __init__ or __call__), or None. */
+int
+feed_entry_code(ds_hasher *h, PyObject *owner, PyObject *attr, int with_code)
+{
+    if (!with_code) {
+        Sink_u8(h->sink, KT_NONE);
+        return 0;
+    }
+    PyObject *fn = PyObject_GetAttr(owner, attr);
+    if (fn == NULL) {
+        if (error_is_fatal())
+            return -1;
+        PyErr_Clear();
+    }
+    int r = 0;
+    if (fn != NULL && PyFunction_Check(fn))
+        r = feed_function(h, fn, with_code, PyType_Check(owner) ? (PyTypeObject *)owner : NULL);
+    else
+        Sink_u8(h->sink, KT_NONE);
+    Py_XDECREF(fn);
+    return r;
+}

@@ -3,6 +3,7 @@
  * functions each part offers the others. Internal to keys*.c.
  *
  *   keys.c          dispatch, scalars, containers, pickle's reduce; the API
+ *   keys_call.c     a call: callee, receiver, arguments, keywords, chains
  *   keys_code.c     code identity: functions, methods, the user's helpers
  *   keys_buffers.c  memory: buffers and NumPy arrays, at memory speed
  *   keys_files.c    files: paths and open files by the file they name
@@ -268,12 +269,6 @@ int part_begin(ds_hasher *h);
 int part_end(ds_hasher *h, PyObject *label);
 void part_abort(ds_hasher *h);
 
-/* Whether `name` is one of h->ignore's names. */
-int is_ignored_name(ds_hasher *h, PyObject *name);
-/* Feeds a direct input of the call (see direct_depth). */
-int feed_direct(ds_hasher *h, PyObject *o);
-/* A callee's identity, its receiver a direct input (see keys.c). */
-int feed_callee(ds_hasher *h, PyObject *callee, const ds_call_options *o);
 int feed_name(ds_hasher *h, PyObject *o);
 int feed_module_name(ds_hasher *h, PyObject *mod);
 int feed_type(ds_hasher *h, PyTypeObject *t);
@@ -286,6 +281,15 @@ int feed_dict(ds_hasher *h, PyObject *d, int counted);
 int feed_backref(ds_hasher *h, PyObject *o);
 int open_object(ds_hasher *h, PyObject *o);
 void close_object(ds_hasher *h);
+
+/* ---- a call (keys_call.c) */
+
+/* Whether `name` is one of h->ignore's names. */
+int is_ignored_name(ds_hasher *h, PyObject *name);
+/* Feeds a direct input of the call (see direct_depth). */
+int feed_direct(ds_hasher *h, PyObject *o);
+/* A callee's identity, its receiver a direct input. */
+int feed_callee(ds_hasher *h, PyObject *callee, const ds_call_options *o);
 
 /* Each part's own functions, declared in its header. */
 #include "keys_code.h"
