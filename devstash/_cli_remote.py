@@ -35,7 +35,7 @@ class Connection:
         if self.secret is None and need_secret:
             raise CliError(f"the remote cache {self.where} needs a signing secret: {NO_SECRET}")
         try:
-            self.transport = open_transport(self.config.url)
+            self.transport = open_transport(self.config)
         except RemoteError as exc:
             raise CliError(f"cannot use the remote cache {self.where}: {exc}") from None
 

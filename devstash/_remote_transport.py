@@ -1,9 +1,10 @@
-"""What the remote transports share: their error, their timeout, the
-hashing of large values while they arrive, and the choice of a transport
-by URL scheme."""
+"""What the remote transports share: their errors, their timeout, the
+hashing of large values while they arrive, the trust of a private CA, and
+the choice of a transport by URL scheme."""
 import hashlib
 import os
 import queue
+import ssl
 import threading
 
 # Seconds to connect, and to wait for any one read or write: a remote that
@@ -20,18 +21,56 @@ class RemoteError(OSError):
     """The remote cannot be reached, timed out, or answered what it should not."""
 
 
-def open_transport(url: str):
-    """The transport for url: redis:// and rediss:// (redis-py), http:// and
-    https:// (the standard library)."""
+class RemoteRefused(RemoteError):
+    """The remote answers, and will not have this machine: a user name or
+    password it does not accept, or a TLS certificate not trusted here."""
+
+
+WRONG_PASSWORD = "it did not accept the user name or password of the URL"
+
+
+def untrusted(exc) -> RemoteRefused:
+    return RemoteRefused(f"its TLS certificate is not trusted here ({exc}); set DEVSTASH_REMOTE_CA "
+                         "to the PEM file of the CA that signed it")
+
+
+def cert_error(exc):
+    """The certificate verification failure behind exc (its cause or
+    context, as redis-py wraps it), or None."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def tls_context(ca):
+    """The system's trusted CAs, and ca's too when given (a PEM file)."""
+    context = ssl.create_default_context()
+    if ca:
+        try:
+            context.load_verify_locations(cafile=ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise RemoteError(f"cannot read the CA certificates of {ca} "
+                              f"(DEVSTASH_REMOTE_CA): {exc}") from None
+    return context
+
+
+def open_transport(config):
+    """The transport for config.url: redis:// and rediss:// (redis-py),
+    http:// and https:// (the standard library); config.ca: a PEM file of
+    CAs trusted on top of the system's."""
+    url = config.url
     scheme = url.partition("://")[0].lower()
     if scheme in ("redis", "rediss"):
         from ._remote_redis import RedisTransport
 
-        return RedisTransport(url)
+        return RedisTransport(url, config.ca)
     if scheme in ("http", "https"):
         from ._remote_http import HttpTransport
 
-        return HttpTransport(url)
+        return HttpTransport(url, config.ca)
     raise RemoteError("it is neither a redis://, rediss://, http:// nor https:// URL")
 
 
