@@ -63,9 +63,10 @@ def make_certs(folder, name="ca"):
 class Server:
     """A running server: its URL and port; stop(), and start() again on the
     same port and folder (a server that went away and came back). ca: the
-    CA certificate a client must trust (a TLS server), else None."""
+    CA certificate a client must trust (a TLS server), else None; password:
+    the one the server asks for (in url), else None."""
 
-    ca = None
+    ca = password = None
 
     def __init__(self, argv, port, url, what, folder):
         self.argv, self.port, self.url, self.what, self.folder = argv, port, url, what, folder
@@ -124,7 +125,7 @@ def start_redis(folder, tls=False, password=None, user=None) -> Server:
         userinfo = f":{password}@"
     url = f"{'rediss' if tls else 'redis'}://{userinfo}127.0.0.1:{port}/0"
     server = Server(argv, port, url, "redis-server", folder)
-    server.ca = ca if tls else None
+    server.ca, server.password = (ca if tls else None), password
     return server
 
 
@@ -182,5 +183,5 @@ def start_nginx(folder, prefix="/devstash", tls=False, user=None, password=None)
     argv = [find("nginx"), "-p", str(folder), "-e", str(folder / "error.log"), "-c", str(conf)]
     url = f"{'https' if tls else 'http'}://{userinfo}127.0.0.1:{port}{prefix}"
     server = Server(argv, port, url, "nginx", folder)
-    server.ca = ca
+    server.ca, server.password = ca, password
     return server
