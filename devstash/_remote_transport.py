@@ -77,11 +77,14 @@ def open_transport(config):
 def shown_url(url: str) -> str:
     """url without the password it may hold, for messages."""
     scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.partition("@")
-    if not sep or not at or "/" in userinfo:
+    end = min([i for i in map(rest.find, "/?#") if i >= 0] or [len(rest)])
+    # The last @ of the host part ends the user info, as for urllib and
+    # redis-py: a password may hold an @ not written %40.
+    userinfo, at, host = rest[:end].rpartition("@")
+    if not sep or not at:
         return url
     user = userinfo.partition(":")[0]
-    return f"{scheme}://{user + ':***' if user else '***'}@{host}"
+    return f"{scheme}://{user + ':***' if user else '***'}@{host}{rest[end:]}"
 
 
 class Hasher:

@@ -9,12 +9,13 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 
-from cache_servers import ServerMissing, free_port, make_certs, start_nginx, start_redis  # noqa: E402
+from cache_servers import ServerMissing, free_port, make_certs, quoted, start_nginx, start_redis  # noqa: E402
 
 __all__ = ["free_port", "http_server", "make_certs", "redis_server", "remote_server", "secured_server",
-           "OVER_TLS", "PASSWORD", "WITH_PASSWORD"]
+           "OVER_TLS", "PASSWORD", "QUOTED", "WITH_PASSWORD"]
 
-PASSWORD = "pw-Zq7x-not-to-be-shown"
+PASSWORD = "pw@Zq7x:not/to be%shown"   # written %-encoded in the URLs (QUOTED)
+QUOTED = quoted(PASSWORD)
 
 SECURED = {
     "rediss": (start_redis, dict(tls=True)),

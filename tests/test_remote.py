@@ -334,6 +334,9 @@ def test_password_is_not_shown():
     assert shown_url("redis://:pw@h:1/0") == "redis://***@h:1/0"
     assert shown_url("https://me:pw@h/x") == "https://me:***@h/x"
     assert shown_url("http://h/x") == "http://h/x"
+    assert shown_url("redis://:p@ss@h:1/0") == "redis://***@h:1/0"
+    assert shown_url("rediss://u:p%40ss@h:1/0?x=@") == "rediss://u:***@h:1/0?x=@"
+    assert shown_url("https://h/a@b") == "https://h/a@b"
 
 
 # ---- commands ----------------------------------------------------------------------

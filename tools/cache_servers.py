@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.parse
 
 
 class ServerMissing(RuntimeError):
@@ -29,6 +30,11 @@ def find(program: str) -> str:
     if path is None:
         raise ServerMissing(f"{program} is not installed: `make sysdeps` installs it")
     return path
+
+
+def quoted(password: str) -> str:
+    """password as a URL's user info writes it (%40 for @, ...)."""
+    return urllib.parse.quote(password, safe="")
 
 
 def make_certs(folder, name="ca"):
@@ -119,10 +125,10 @@ def start_redis(folder, tls=False, password=None, user=None) -> Server:
     userinfo = ""
     if user is not None:
         argv += ["--user", user, "on", f">{password}", "~*", "&*", "+@all", "--user", "default", "off"]
-        userinfo = f"{user}:{password}@"
+        userinfo = f"{user}:{quoted(password)}@"
     elif password is not None:
         argv += ["--requirepass", password]
-        userinfo = f":{password}@"
+        userinfo = f":{quoted(password)}@"
     url = f"{'rediss' if tls else 'redis'}://{userinfo}127.0.0.1:{port}/0"
     server = Server(argv, port, url, "redis-server", folder)
     server.ca, server.password = (ca if tls else None), password
@@ -176,7 +182,7 @@ def start_nginx(folder, prefix="/devstash", tls=False, user=None, password=None)
         sha = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
         (folder / "htpasswd").write_text(f"{user}:{{SHA}}{sha}\n")
         extra += f'\n        auth_basic "devstash";\n        auth_basic_user_file {folder}/htpasswd;'
-        userinfo = f"{user}:{password}@"
+        userinfo = f"{user}:{quoted(password)}@"
     conf = folder / "nginx.conf"
     conf.write_text(NGINX_CONF.format(tmp=folder, port=port, ssl=" ssl" if tls else "",
                                       server_extra=extra))
