@@ -79,6 +79,8 @@ def cmd_remote_status(ns) -> int:
     conn = Connection(need_secret=False)
     rows = [("remote", f"{conn.where} (from {conn.config.source})"), ("mode", conn.config.mode),
             ("secret", conn.secret.source if conn.secret else f"none: the remote is not used; {NO_SECRET}")]
+    if conn.config.ca:
+        rows.append(("ca", f"{conn.config.ca} (trusted besides the system's CAs)"))
     start = time.perf_counter()
     try:
         conn.transport.ping()

@@ -108,6 +108,8 @@ def test_the_ca_in_pyproject_and_a_missing_ca_file(tmp_path, secured_server):
     a = Machine(project / "a", secured_server)   # runs in project/a: the path is not the cwd's
     proc = a.go()
     assert warnings_of(proc) == [] and len(remote_names(secured_server, "ac")) == 3, proc.stderr
+    status = a.cli("remote", "status").stdout
+    assert f"ca         {project / 'team-ca.pem'} (trusted" in status and "reachable  yes" in status
     b = Machine(tmp_path / "b", secured_server, DEVSTASH_REMOTE_CA=str(tmp_path / "nowhere.pem"))
     proc = b.go()
     assert sorted(b.computed()) == ALL
