@@ -23,7 +23,7 @@ import threading
 import urllib.parse
 
 from ._remote_transport import (CHUNK, WRONG_PASSWORD, Hasher, RemoteError, RemoteRefused, TIMEOUT,
-                                tls_context, untrusted)
+                                tls_context, untrusted, value_buffer)
 
 _RETRY = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
@@ -177,12 +177,12 @@ class HttpTransport:
 
 def _read(resp, hashed=False):
     """The body of a response, read into one buffer of its announced size
-    (a large value is not copied from chunk to chunk). hashed: (body, its
+    (value_buffer: a large value is not copied from chunk to chunk). hashed: (body, its
     SHA-256), the hash taken by a second thread while the rest arrives."""
     if resp.length is None:
         data = bytearray(resp.read())
         return (data, hashlib.sha256(data).digest()) if hashed else data
-    buf = bytearray(resp.length)
+    buf = value_buffer(resp.length)
     view = memoryview(buf)
     hasher = Hasher() if hashed else None
     got = done = 0

@@ -9,7 +9,7 @@ import hashlib
 import urllib.parse
 
 from ._remote_transport import (CHUNK, WRONG_PASSWORD, Hasher, RemoteError, RemoteRefused, TIMEOUT,
-                                cert_error, tls_context, untrusted)
+                                cert_error, tls_context, untrusted, value_buffer)
 
 PREFIX = "devstash:"
 
@@ -85,7 +85,7 @@ class RedisTransport:
         stored = self._do(self.client.strlen, name)
         if stored != size:
             return None if stored == 0 else (b"", b"")   # fails the entry's check
-        buf = bytearray(size)
+        buf = value_buffer(size)
         view = memoryview(buf)
         hasher = Hasher()
         pos = 0

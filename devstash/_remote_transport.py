@@ -2,6 +2,7 @@
 hashing of large values while they arrive, the trust of a private CA, and
 the choice of a transport by URL scheme."""
 import hashlib
+import mmap
 import os
 import queue
 import ssl
@@ -15,6 +16,14 @@ TIMEOUT = float(os.environ.get("DEVSTASH_REMOTE_TIMEOUT") or 1.0)
 
 # Large values are read in pieces of this size, each hashed while the next arrives.
 CHUNK = 4 << 20
+
+
+def value_buffer(size: int):
+    """size writable bytes for a large value to be read into, which a value
+    loaded from them may keep as its memory: an anonymous mapping, whose
+    pages the kernel zeroes as the bytes first land in them; a bytearray
+    is zeroed whole before (50 ms for 100 MB, before a byte has come)."""
+    return mmap.mmap(-1, size) if size >= CHUNK else bytearray(size)
 
 
 class RemoteError(OSError):
