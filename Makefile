@@ -18,11 +18,13 @@ sysdeps:
 	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq liblmdb-dev libxxhash-dev pkg-config >/dev/null; \
 	fi
 	@# The team cache's tests run a real Redis and a real nginx with WebDAV PUT
-	@# (ngx_http_dav_module, built into Debian's nginx-core).
-	@if ! command -v redis-server >/dev/null || ! { PATH="$$PATH:/usr/sbin" nginx -V 2>&1 | grep -q http_dav_module; }; then \
-	    echo "Installing redis-server and nginx-core with apt-get"; \
+	@# (ngx_http_dav_module, built into Debian's nginx-core), both also over
+	@# TLS with certificates the openssl command line makes.
+	@if ! command -v redis-server >/dev/null || ! command -v openssl >/dev/null || \
+	    ! { PATH="$$PATH:/usr/sbin" nginx -V 2>&1 | grep -q http_dav_module; }; then \
+	    echo "Installing redis-server, nginx-core and openssl with apt-get"; \
 	    $(SUDO) apt-get update -qq && \
-	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server nginx-core >/dev/null; \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server nginx-core openssl >/dev/null; \
 	fi
 
 $(VENV)/.tools: tests/requirements.txt | sysdeps

@@ -35,7 +35,7 @@ class Connection:
         if self.secret is None and need_secret:
             raise CliError(f"the remote cache {self.where} needs a signing secret: {NO_SECRET}")
         try:
-            self.transport = open_transport(self.config.url)
+            self.transport = open_transport(self.config)
         except RemoteError as exc:
             raise CliError(f"cannot use the remote cache {self.where}: {exc}") from None
 
@@ -79,6 +79,8 @@ def cmd_remote_status(ns) -> int:
     conn = Connection(need_secret=False)
     rows = [("remote", f"{conn.where} (from {conn.config.source})"), ("mode", conn.config.mode),
             ("secret", conn.secret.source if conn.secret else f"none: the remote is not used; {NO_SECRET}")]
+    if conn.config.ca:
+        rows.append(("ca", f"{conn.config.ca} (trusted besides the system's CAs)"))
     start = time.perf_counter()
     try:
         conn.transport.ping()

@@ -24,7 +24,7 @@ import time
 from . import _signing
 from ._entry_meta import dump_meta, local_site
 from ._remote_entry import BadEntry, pack, unpack
-from ._remote_transport import RemoteError, open_transport, shown_url
+from ._remote_transport import RemoteError, RemoteRefused, open_transport, shown_url
 
 EXIT_WAIT = float(os.environ.get("DEVSTASH_REMOTE_EXIT_WAIT") or 30.0)
 MAX_PENDING = 10_000   # uploads waiting at once (keys only); more are left to `devstash push`
@@ -118,7 +118,7 @@ class Remote:
         of its own (the parent's did not come along)."""
         if self._pid != os.getpid():
             self._pid = os.getpid()
-            self.transport = open_transport(self.config.url)
+            self.transport = open_transport(self.config)
             self._queue = None
             self._dropped = 0
 
@@ -128,7 +128,8 @@ class Remote:
             if self.down:
                 return
             self.down = True
-        _warn(f"the remote cache {self.where} is unreachable ({exc}); this run goes on "
+        what = "refused this machine" if isinstance(exc, RemoteRefused) else "is unreachable"
+        _warn(f"the remote cache {self.where} {what} ({exc}); this run goes on "
               "with the local cache only")
 
     def rejected_entry(self, key: bytes, exc) -> None:
@@ -271,7 +272,7 @@ def connect(config):
               f"secret to sign them with; {NO_SECRET}")
         return None
     try:
-        transport = open_transport(config.url)
+        transport = open_transport(config)
     except RemoteError as exc:
         _warn(f"not using the remote cache {where}: {exc}")
         return None

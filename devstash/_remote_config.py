@@ -1,7 +1,12 @@
-"""Where the remote cache is and how it is used: DEVSTASH_REMOTE and
-DEVSTASH_REMOTE_MODE, else `remote` and `remote_mode` in the [tool.devstash]
-table of the project's pyproject.toml (the first one found from the working
-directory up). The environment wins, so CI can point elsewhere.
+"""Where the remote cache is and how it is used: DEVSTASH_REMOTE,
+DEVSTASH_REMOTE_MODE and DEVSTASH_REMOTE_CA, else `remote`, `remote_mode` and
+`remote_ca` in the [tool.devstash] table of the project's pyproject.toml (the
+first one found from the working directory up; a relative remote_ca is taken
+from the folder of that file). The environment wins, so CI can point elsewhere.
+
+The CA: a PEM file of the certificate authorities that signed the TLS
+certificate of a rediss:// or https:// remote, trusted on top of the
+system's own (SSL_CERT_FILE would replace those for the whole process).
 
 Read on the first local miss of a run only: a run of hits reads nothing.
 Python 3.10 has no tomllib; there the table is read by a small parser of
@@ -14,10 +19,10 @@ MODES = ("read-write", "read-only", "write-only")
 
 
 class Config:
-    __slots__ = ("url", "mode", "source")
+    __slots__ = ("url", "mode", "source", "ca")
 
-    def __init__(self, url: str, mode: str, source: str):
-        self.url, self.mode, self.source = url, mode, source
+    def __init__(self, url: str, mode: str, source: str, ca=None):
+        self.url, self.mode, self.source, self.ca = url, mode, source, ca
 
     @property
     def reads(self) -> bool:
@@ -93,23 +98,26 @@ def load(cwd=None):
     a setting that cannot be used."""
     url = os.environ.get("DEVSTASH_REMOTE", "").strip()
     mode = os.environ.get("DEVSTASH_REMOTE_MODE", "").strip().lower()
+    ca = os.environ.get("DEVSTASH_REMOTE_CA", "").strip()
     source = "DEVSTASH_REMOTE"
-    path = None if url and mode else find_pyproject(cwd or os.getcwd())
+    path = None if url and mode and ca else find_pyproject(cwd or os.getcwd())
     if path is not None:
         try:
             table = read_table(path)
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-        for name in ("remote", "remote_mode"):
+        for name in ("remote", "remote_mode", "remote_ca"):
             if name in table and not isinstance(table[name], str):
                 raise ConfigError(f"{path}: [tool.devstash] {name} must be a string")
         if not url and table.get("remote", "").strip():
             url, source = table["remote"].strip(), f"{path} [tool.devstash]"
         if not mode:
             mode = table.get("remote_mode", "").strip().lower()
+        if not ca and table.get("remote_ca", "").strip():
+            ca = os.path.join(os.path.dirname(path), os.path.expanduser(table["remote_ca"].strip()))
     if not url:
         return None
     mode = mode or "read-write"
     if mode not in MODES:
         raise ConfigError(f"remote mode {mode!r} is not one of {', '.join(MODES)}")
-    return Config(url, mode, source)
+    return Config(url, mode, source, os.path.expanduser(ca) if ca else None)

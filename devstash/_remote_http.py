@@ -18,10 +18,12 @@ import base64
 import hashlib
 import http.client
 import json
+import ssl
 import threading
 import urllib.parse
 
-from ._remote_transport import CHUNK, Hasher, RemoteError, TIMEOUT
+from ._remote_transport import (CHUNK, WRONG_PASSWORD, Hasher, RemoteError, RemoteRefused, TIMEOUT,
+                                tls_context, untrusted, value_buffer)
 
 _RETRY = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
@@ -29,7 +31,7 @@ _RETRY = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 class HttpTransport:
     SETTLE = 0.1   # seconds between writing an entry and reading it back
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, ca=None):
         parts = urllib.parse.urlsplit(url)
         if not parts.hostname:
             raise RemoteError("it names no host")
@@ -40,17 +42,23 @@ class HttpTransport:
         except ValueError as exc:
             raise RemoteError(str(exc)) from None
         self.base = parts.path.rstrip("/")
+        # Basic auth from the URL's user:password (never in a message: shown_url).
         self.headers = {}
         if parts.username is not None:
             who = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
             self.headers["Authorization"] = "Basic " + base64.b64encode(who.encode()).decode()
+        self.context = tls_context(ca) if self.https else None
         self._local = threading.local()   # one kept-alive connection a thread
 
     def _connection(self):
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
-            conn = self._local.conn = cls(self.host, self.port, timeout=TIMEOUT)
+            if self.https:
+                conn = http.client.HTTPSConnection(self.host, self.port, timeout=TIMEOUT,
+                                                   context=self.context)
+            else:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=TIMEOUT)
+            self._local.conn = conn
         return conn
 
     def _drop(self):
@@ -71,14 +79,22 @@ class HttpTransport:
                 data = _read(resp, hashed) if method == "GET" and resp.status == 200 else resp.read()
                 if resp.will_close:
                     self._drop()
-                return resp.status, data
             except _RETRY as exc:
                 self._drop()
                 if attempt:
                     raise RemoteError(str(exc) or type(exc).__name__) from None
+            except ssl.SSLCertVerificationError as exc:
+                self._drop()
+                raise untrusted(exc) from None
             except (OSError, http.client.HTTPException) as exc:
                 self._drop()
                 raise RemoteError(str(exc) or type(exc).__name__) from None
+            else:
+                if resp.status == 401:
+                    raise RemoteRefused(WRONG_PASSWORD if "Authorization" in self.headers else
+                                        "it asks for a user name and password: "
+                                        "https://user:password@host/... in the URL")
+                return resp.status, data
         raise AssertionError("unreachable")
 
     def _get(self, path, hashed=False):
@@ -102,7 +118,7 @@ class HttpTransport:
 
     def ping(self) -> None:
         status, _ = self._request("HEAD", "/ac/")
-        if status >= 500 or status in (401, 407):
+        if status >= 500 or status in (403, 407):
             raise RemoteError(f"HEAD {self.base}/ac/ answered {status}")
 
     def get_ac(self, hexkey: str):
@@ -161,12 +177,12 @@ class HttpTransport:
 
 def _read(resp, hashed=False):
     """The body of a response, read into one buffer of its announced size
-    (a large value is not copied from chunk to chunk). hashed: (body, its
+    (value_buffer: a large value is not copied from chunk to chunk). hashed: (body, its
     SHA-256), the hash taken by a second thread while the rest arrives."""
     if resp.length is None:
         data = bytearray(resp.read())
         return (data, hashlib.sha256(data).digest()) if hashed else data
-    buf = bytearray(resp.length)
+    buf = value_buffer(resp.length)
     view = memoryview(buf)
     hasher = Hasher() if hashed else None
     got = done = 0

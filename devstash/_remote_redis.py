@@ -6,8 +6,10 @@ created with SET NX: of two machines that computed the same key at once,
 the first one's entry stays, and the second adopts it (_remote.py).
 """
 import hashlib
+import urllib.parse
 
-from ._remote_transport import CHUNK, Hasher, RemoteError, TIMEOUT
+from ._remote_transport import (CHUNK, WRONG_PASSWORD, Hasher, RemoteError, RemoteRefused, TIMEOUT,
+                                cert_error, tls_context, untrusted, value_buffer)
 
 PREFIX = "devstash:"
 
@@ -15,16 +17,26 @@ PREFIX = "devstash:"
 class RedisTransport:
     SETTLE = 0.0   # SET NX decides at once: put_ac never asks for confirm()
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, ca=None):
         try:
             import redis
         except ImportError:
             raise RemoteError("it is a Redis URL and redis-py is not installed: "
                               "pip install 'devstash[redis]'") from None
         self._errors = (redis.RedisError, OSError)
+        self._auth = (redis.AuthenticationError, redis.ResponseError)
+        self._password = bool(urllib.parse.urlsplit(url).password)
+        tls = {}
+        if url.partition("://")[0].lower() == "rediss":
+            # The certificate is checked against the host name too (redis-py
+            # before 6 did not by default); ca: trusted on top of the system's.
+            tls["ssl_check_hostname"] = True
+            if ca:
+                tls_context(ca)   # an unreadable file said as such, not as a failed connection
+                tls["ssl_ca_certs"] = ca
         try:
             self.client = redis.Redis.from_url(url, socket_connect_timeout=TIMEOUT,
-                                               socket_timeout=TIMEOUT)
+                                               socket_timeout=TIMEOUT, **tls)
         except ValueError as exc:
             raise RemoteError(f"not a Redis URL ({exc})") from None
 
@@ -32,7 +44,21 @@ class RedisTransport:
         try:
             return op(*args, **kwargs)
         except self._errors as exc:
-            raise RemoteError(str(exc) or type(exc).__name__) from None
+            raise self._error(exc) from None
+
+    def _error(self, exc) -> RemoteError:
+        """What exc says of the remote; a wrong password or an untrusted
+        certificate is said as such (redis-py wraps the latter)."""
+        text = str(exc)
+        if isinstance(exc, self._auth) and (not isinstance(exc, self._auth[1])
+                                            or text.startswith(("NOAUTH", "WRONGPASS"))):
+            return RemoteRefused(WRONG_PASSWORD if self._password else
+                                 "it asks for a password: redis://:password@host:port/0 "
+                                 "(or user:password@ for an ACL user) in the URL")
+        cert = cert_error(exc)
+        if cert is not None or "CERTIFICATE_VERIFY_FAILED" in text:
+            return untrusted(cert or text)
+        return RemoteError(text or type(exc).__name__)
 
     def ping(self) -> None:
         self._do(self.client.ping)
@@ -59,7 +85,7 @@ class RedisTransport:
         stored = self._do(self.client.strlen, name)
         if stored != size:
             return None if stored == 0 else (b"", b"")   # fails the entry's check
-        buf = bytearray(size)
+        buf = value_buffer(size)
         view = memoryview(buf)
         hasher = Hasher()
         pos = 0

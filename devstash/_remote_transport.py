@@ -1,9 +1,11 @@
-"""What the remote transports share: their error, their timeout, the
-hashing of large values while they arrive, and the choice of a transport
-by URL scheme."""
+"""What the remote transports share: their errors, their timeout, the
+hashing of large values while they arrive, the trust of a private CA, and
+the choice of a transport by URL scheme."""
 import hashlib
+import mmap
 import os
 import queue
+import ssl
 import threading
 
 # Seconds to connect, and to wait for any one read or write: a remote that
@@ -16,33 +18,82 @@ TIMEOUT = float(os.environ.get("DEVSTASH_REMOTE_TIMEOUT") or 1.0)
 CHUNK = 4 << 20
 
 
+def value_buffer(size: int):
+    """size writable bytes for a large value to be read into, which a value
+    loaded from them may keep as its memory: an anonymous mapping, whose
+    pages the kernel zeroes as the bytes first land in them; a bytearray
+    is zeroed whole before (50 ms for 100 MB, before a byte has come)."""
+    return mmap.mmap(-1, size) if size >= CHUNK else bytearray(size)
+
+
 class RemoteError(OSError):
     """The remote cannot be reached, timed out, or answered what it should not."""
 
 
-def open_transport(url: str):
-    """The transport for url: redis:// and rediss:// (redis-py), http:// and
-    https:// (the standard library)."""
+class RemoteRefused(RemoteError):
+    """The remote answers, and will not have this machine: a user name or
+    password it does not accept, or a TLS certificate not trusted here."""
+
+
+WRONG_PASSWORD = "it did not accept the user name or password of the URL"
+
+
+def untrusted(exc) -> RemoteRefused:
+    return RemoteRefused(f"its TLS certificate is not trusted here ({exc}); set DEVSTASH_REMOTE_CA "
+                         "to the PEM file of the CA that signed it")
+
+
+def cert_error(exc):
+    """The certificate verification failure behind exc (its cause or
+    context, as redis-py wraps it), or None."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def tls_context(ca):
+    """The system's trusted CAs, and ca's too when given (a PEM file)."""
+    context = ssl.create_default_context()
+    if ca:
+        try:
+            context.load_verify_locations(cafile=ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise RemoteError(f"cannot read the CA certificates of {ca} "
+                              f"(DEVSTASH_REMOTE_CA): {exc}") from None
+    return context
+
+
+def open_transport(config):
+    """The transport for config.url: redis:// and rediss:// (redis-py),
+    http:// and https:// (the standard library); config.ca: a PEM file of
+    CAs trusted on top of the system's."""
+    url = config.url
     scheme = url.partition("://")[0].lower()
     if scheme in ("redis", "rediss"):
         from ._remote_redis import RedisTransport
 
-        return RedisTransport(url)
+        return RedisTransport(url, config.ca)
     if scheme in ("http", "https"):
         from ._remote_http import HttpTransport
 
-        return HttpTransport(url)
+        return HttpTransport(url, config.ca)
     raise RemoteError("it is neither a redis://, rediss://, http:// nor https:// URL")
 
 
 def shown_url(url: str) -> str:
     """url without the password it may hold, for messages."""
     scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.partition("@")
-    if not sep or not at or "/" in userinfo:
+    end = min([i for i in map(rest.find, "/?#") if i >= 0] or [len(rest)])
+    # The last @ of the host part ends the user info, as for urllib and
+    # redis-py: a password may hold an @ not written %40.
+    userinfo, at, host = rest[:end].rpartition("@")
+    if not sep or not at:
         return url
     user = userinfo.partition(":")[0]
-    return f"{scheme}://{user + ':***' if user else '***'}@{host}"
+    return f"{scheme}://{user + ':***' if user else '***'}@{host}{rest[end:]}"
 
 
 class Hasher:

@@ -292,11 +292,14 @@ def _remote_miss() -> str:
 
 
 def _fetched_value(body, entry):
-    """(True, value) made from a large value's bytes as the HTTP transport
-    read them: writable memory of this process alone, which the value's
-    arrays may share, as they share a local hit's copy out of the store (a
-    second 100 MB copy spared). Else (False, None): loaded from the store."""
-    if not isinstance(body, bytearray):
+    """(True, value) made from a large value's bytes as the transports read
+    them (value_buffer: a bytearray or an anonymous mapping): writable
+    memory of this process alone, which the value's arrays may share, as
+    they share a local hit's copy out of the store (a second 100 MB copy
+    spared). Else (False, None): loaded from the store."""
+    import mmap
+
+    if not isinstance(body, (bytearray, mmap.mmap)):
         return False, None
     from ._remote_entry import value_parts
 

@@ -84,12 +84,17 @@ def result(proc):
     return [line for line in proc.stdout.splitlines() if line.startswith("result")][0]
 
 
+def redis_client(server):
+    """redis-py on the server as its URL says (TLS, password), trusting its CA."""
+    import redis
+
+    return redis.Redis.from_url(server.url, **({"ssl_ca_certs": str(server.ca)} if server.ca else {}))
+
+
 def remote_names(server, kind):
     """The names of the server's ac/ or cas/ objects."""
     if server.url.startswith("redis"):
-        import redis
-
-        client = redis.Redis(port=server.port)
+        client = redis_client(server)
         return sorted(n.decode().rpartition(":")[2] for n in client.keys(f"devstash:{kind}:*"))
     folder = server.folder / "www" / "devstash" / kind
     return sorted(os.listdir(folder)) if folder.exists() else []
@@ -98,9 +103,7 @@ def remote_names(server, kind):
 def tamper(server, name):
     """Flips one byte in the middle of the ac entry name."""
     if server.url.startswith("redis"):
-        import redis
-
-        client = redis.Redis(port=server.port)
+        client = redis_client(server)
         data = bytearray(client.get(f"devstash:ac:{name}"))
         data[len(data) // 2] ^= 1
         client.set(f"devstash:ac:{name}", bytes(data))
@@ -331,6 +334,9 @@ def test_password_is_not_shown():
     assert shown_url("redis://:pw@h:1/0") == "redis://***@h:1/0"
     assert shown_url("https://me:pw@h/x") == "https://me:***@h/x"
     assert shown_url("http://h/x") == "http://h/x"
+    assert shown_url("redis://:p@ss@h:1/0") == "redis://***@h:1/0"
+    assert shown_url("rediss://u:p%40ss@h:1/0?x=@") == "rediss://u:***@h:1/0?x=@"
+    assert shown_url("https://h/a@b") == "https://h/a@b"
 
 
 # ---- commands ----------------------------------------------------------------------
@@ -498,9 +504,7 @@ def test_uploads_left_at_exit_are_abandoned_with_one_warning(tmp_path, http_serv
 def change_cas(server, name, change):
     """Replaces the cas/ object name with change(its bytes)."""
     if server.url.startswith("redis"):
-        import redis
-
-        client = redis.Redis(port=server.port)
+        client = redis_client(server)
         client.set(f"devstash:cas:{name}", change(client.get(f"devstash:cas:{name}")))
     else:
         path = server.folder / "www" / "devstash" / "cas" / name
