@@ -13,7 +13,7 @@
  *
  * What the members cannot hold (the field names as str objects, the
  * defaults) lives in the type's dict as __stash_layout__, a tuple
- * (names, defaults, spec name): read only when a construction is not all
+ * (names, defaults): read only when a construction is not all
  * positional, on a frozen record's setattr and by __replace__.
  *
  * No GC header unless STASH_GC: a record that is not tracked costs 16 bytes
@@ -63,7 +63,7 @@ field_count(PyTypeObject *rt)
     return n;
 }
 
-/* Borrowed: the (names, defaults, spec name) tuple of a record type. */
+/* Borrowed: the (names, defaults) tuple of a record type. */
 static PyObject *
 layout_of(PyTypeObject *rt)
 {
@@ -765,7 +765,8 @@ stash_py_type(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
     static char *kwlist[] = {"name", "qualname", "fields", "kinds", "defaults", "flags", "base",
                              "namespace", NULL};
     PyObject *name, *qualname, *fields, *kinds, *defaults, *base, *ns;
-    PyObject *module_name, *spec_name = NULL, *defaults_tuple = NULL, *layout = NULL;
+    PyObject *module_name, *defaults_tuple = NULL, *layout = NULL;
+    char *spec_name = NULL;
     PyObject *bases = NULL, *type = NULL, *key, *value;
     PyMemberDef *members = NULL;
     PyTypeObject *bt;
@@ -794,11 +795,20 @@ stash_py_type(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
             PyErr_SetString(PyExc_ValueError, "stash_type: namespace['__module__'] must be a str");
         return NULL;
     }
-    /* the spec's name is the class's own (tp_name, as a class statement
-     * makes it; __module__ comes from the namespace): before 3.12 tp_name
-     * points into it for the type's life, so it is kept in __stash_layout__ */
-    if ((spec_name = PyUnicode_AsUTF8String(name)) == NULL)
-        return NULL;
+    /* the spec's name is "module.name", as PyType_FromSpec wants it */
+    {
+        PyObject *text = PyUnicode_FromFormat("%U.%U", module_name, name);
+        const char *utf8;
+        Py_ssize_t size;
+        if (text == NULL)
+            return NULL;
+        if ((utf8 = PyUnicode_AsUTF8AndSize(text, &size)) != NULL &&
+            (spec_name = PyMem_Malloc((size_t)size + 1)) != NULL)
+            memcpy(spec_name, utf8, (size_t)size + 1);
+        Py_DECREF(text);
+        if (spec_name == NULL)
+            return utf8 == NULL ? NULL : PyErr_NoMemory();
+    }
     if ((defaults_tuple = PyTuple_New(n)) == NULL)
         goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -807,7 +817,7 @@ stash_py_type(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
             goto done;
         PyTuple_SET_ITEM(defaults_tuple, i, Py_NewRef(d != NULL ? d : stash_missing));
     }
-    if ((layout = PyTuple_Pack(3, fields, defaults_tuple, spec_name)) == NULL)
+    if ((layout = PyTuple_Pack(2, fields, defaults_tuple)) == NULL)
         goto done;
 
     if ((members = PyMem_Calloc((size_t)n + 2, sizeof(PyMemberDef))) == NULL) {
@@ -837,7 +847,7 @@ stash_py_type(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
         slots[k++] = (PyType_Slot){Py_tp_members, members};
     slots[k] = (PyType_Slot){0, NULL};
     spec = (PyType_Spec){
-        .name = PyBytes_AS_STRING(spec_name),
+        .name = spec_name,
         .basicsize = (int)basicsize,
         .itemsize = 0,
         .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | ((flags & STASH_GC) ? Py_TPFLAGS_HAVE_GC : 0),
@@ -847,6 +857,21 @@ stash_py_type(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
         goto done;
     if ((type = PyType_FromSpecWithBases(&spec, bases)) == NULL)
         goto done;
+    /* tp_name, which error messages show, is the class's own name, as a
+     * class statement makes it. 3.11 and later copy the spec's name into
+     * the type: shorten the copy in place. 3.10 points tp_name at the
+     * spec's name: that buffer then lives as long as the process. */
+    {
+        PyTypeObject *tp = (PyTypeObject *)type;
+        const char *dot = strrchr(tp->tp_name, '.');
+        if (tp->tp_name == spec_name) {
+            tp->tp_name = dot + 1;
+            spec_name = NULL;  /* kept */
+        }
+        else if (dot != NULL) {
+            memmove((char *)tp->tp_name, dot + 1, strlen(dot + 1) + 1);
+        }
+    }
     if (PyObject_SetAttr(type, str_layout, layout) < 0 ||
         PyObject_SetAttrString(type, "__qualname__", qualname) < 0)
         goto error;
@@ -860,7 +885,7 @@ error:
     Py_CLEAR(type);
 done:
     PyMem_Free(members);
-    Py_XDECREF(spec_name);
+    PyMem_Free(spec_name);
     Py_XDECREF(defaults_tuple);
     Py_XDECREF(layout);
     Py_XDECREF(bases);
