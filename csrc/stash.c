@@ -302,8 +302,8 @@ done:
     return status;
 }
 
-/* Fills a new record's fields from a call's arguments (vectorcall layout:
- * positional, then the values of kwnames). */
+/* Fills a new record's fields (all empty) from a call's arguments
+ * (vectorcall layout: positional, then the values of kwnames). */
 static int
 stash_fill(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
@@ -311,9 +311,18 @@ stash_fill(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
     Py_ssize_t n = field_count(rt);
     if (nargs == n && (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0)) {
         PyMemberDef *members = rt->tp_members;
-        for (Py_ssize_t i = 0; i < n; i++)
-            if (field_put(self, &members[i], args[i]) < 0)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const PyMemberDef *m = &members[i];
+            PyObject *v = args[i];
+            /* the common case inline: a reference that needs no interning
+             * into a new record's empty slot */
+            if (m->type == Py_T_OBJECT_EX && (!PyUnicode_CheckExact(v) || PyUnicode_CHECK_INTERNED(v))) {
+                *(PyObject **)FIELD_PTR(self, m) = Py_NewRef(v);
+                continue;
+            }
+            if (field_put(self, m, v) < 0)
                 return -1;
+        }
         return 0;
     }
     return fill_slow(self, rt, n, args, nargs, kwnames);
@@ -325,9 +334,17 @@ static PyObject *
 stash_vectorcall(PyObject *type, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     PyTypeObject *tp = (PyTypeObject *)type;
-    PyObject *self = tp->tp_alloc(tp, 0);
-    if (self == NULL)
+    PyObject *self;
+    if (tp->tp_alloc == PyType_GenericAlloc && !PyType_IS_GC(tp)) {
+        /* what PyType_GenericAlloc does for a fixed-size type without GC */
+        if ((self = PyObject_Malloc((size_t)tp->tp_basicsize)) == NULL)
+            return PyErr_NoMemory();
+        memset(self, 0, (size_t)tp->tp_basicsize);
+        PyObject_Init(self, tp);
+    }
+    else if ((self = tp->tp_alloc(tp, 0)) == NULL) {
         return NULL;
+    }
     if (stash_fill(self, args, PyVectorcall_NARGS(nargsf), kwnames) < 0) {
         Py_DECREF(self);
         return NULL;
