@@ -164,7 +164,7 @@ field_put(PyObject *self, const PyMemberDef *m, PyObject *value)
         PyObject **slot = (PyObject **)p;
         PyObject *old = *slot;
         Py_INCREF(value);
-        if (PyUnicode_CheckExact(value) && !PyUnicode_CHECK_INTERNED(value)) {
+        if (STASH_INTERN && PyUnicode_CheckExact(value) && !PyUnicode_CHECK_INTERNED(value)) {
             Py_ssize_t len = PyUnicode_GetLength(value);
             if (len < 0) {
                 Py_DECREF(value);
@@ -316,7 +316,8 @@ stash_fill(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
             PyObject *v = args[i];
             /* the common case inline: a reference that needs no interning
              * into a new record's empty slot */
-            if (m->type == Py_T_OBJECT_EX && (!PyUnicode_CheckExact(v) || PyUnicode_CHECK_INTERNED(v))) {
+            if (m->type == Py_T_OBJECT_EX &&
+                (!STASH_INTERN || !PyUnicode_CheckExact(v) || PyUnicode_CHECK_INTERNED(v))) {
                 *(PyObject **)FIELD_PTR(self, m) = Py_NewRef(v);
                 continue;
             }

@@ -23,8 +23,15 @@
 #define STASH_BOOL 3
 
 /* str values of at most this many characters are interned on construction
- * (labels, names, codes repeat; long text rarely does). */
+ * (labels, names, codes repeat; long text rarely does). Not on 3.12, where
+ * an interned str is immortal: records of distinct ids would never free
+ * them (3.10, 3.11 and 3.13 on free an interned str like any other). */
 #define STASH_INTERN_MAX 32
+#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000
+#define STASH_INTERN 0
+#else
+#define STASH_INTERN 1
+#endif
 
 /* stash_type(name, qualname, fields, kinds, defaults, flags, base, namespace)
  * -> type: a new record type (module function, METH_VARARGS | METH_KEYWORDS). */
