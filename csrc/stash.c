@@ -781,8 +781,9 @@ PyObject *
 stash_py_type(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"name", "qualname", "fields", "kinds", "defaults", "flags", "base",
-                             "namespace", NULL};
+                             "namespace", "signature", NULL};
     PyObject *name, *qualname, *fields, *kinds, *defaults, *base, *ns;
+    const char *signature = NULL;
     PyObject *module_name, *defaults_tuple = NULL, *layout = NULL;
     char *spec_name = NULL;
     PyObject *bases = NULL, *type = NULL, *key, *value;
@@ -790,12 +791,13 @@ stash_py_type(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
     PyTypeObject *bt;
     Py_ssize_t n, nbase, basicsize, pos = 0;
     int flags, k = 0;
-    PyType_Slot slots[12];
+    PyType_Slot slots[13];
     PyType_Spec spec;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "UUO!O!O!iOO!:stash_type", kwlist, &name, &qualname,
-                                     &PyTuple_Type, &fields, &PyTuple_Type, &kinds, &PyDict_Type,
-                                     &defaults, &flags, &base, &PyDict_Type, &ns))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "UUO!O!O!iOO!|z:stash_type", kwlist, &name,
+                                     &qualname, &PyTuple_Type, &fields, &PyTuple_Type, &kinds,
+                                     &PyDict_Type, &defaults, &flags, &base, &PyDict_Type, &ns,
+                                     &signature))
         return NULL;
     n = PyTuple_GET_SIZE(fields);
     if (PyTuple_GET_SIZE(kinds) != n) {
@@ -863,6 +865,9 @@ stash_py_type(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
     }
     if (members[0].name != NULL)
         slots[k++] = (PyType_Slot){Py_tp_members, members};
+    /* "Name(a, b=1)\n--\n\n": __text_signature__, for inspect.signature */
+    if (signature != NULL)
+        slots[k++] = (PyType_Slot){Py_tp_doc, (void *)signature};
     slots[k] = (PyType_Slot){0, NULL};
     spec = (PyType_Spec){
         .name = spec_name,

@@ -33,8 +33,8 @@
 #define STASH_INTERN 1
 #endif
 
-/* stash_type(name, qualname, fields, kinds, defaults, flags, base, namespace)
- * -> type: a new record type (module function, METH_VARARGS | METH_KEYWORDS). */
+/* stash_type(name, qualname, fields, kinds, defaults, flags, base, namespace,
+ * signature=None) -> type: a new record type (module function, METH_VARARGS | METH_KEYWORDS). */
 PyObject *stash_py_type(PyObject *module, PyObject *args, PyObject *kwargs);
 
 /* Creates the module-level objects stash.c needs; 0, or -1 with an

@@ -203,10 +203,27 @@ def _build(cls, freeze, weakref, gc, compact):
     }
     flags = (_FREEZE if freeze else 0) | (_WEAKREF if weakref else 0) | (_GC if gc else 0)
     record = _core.stash_type(cls.__name__, cls.__qualname__, fields, tuple(kinds), defaults, flags,
-                              base, namespace)
+                              base, namespace, _signature(cls.__name__, fields, defaults))
     for value in conserved.values():
         _rebind_class_cell(_underlying(value), cls, record)
     return record
+
+
+_LITERALS = (int, float, complex, str, bytes, bool, type(None))
+
+
+def _signature(name, fields, defaults) -> str:
+    """The text signature inspect.signature reads (__text_signature__): a
+    default that is not a literal shows as ``...``."""
+    params = []
+    for field in fields:
+        if field not in defaults:
+            params.append(field)
+        else:
+            default = defaults[field]
+            literal = type(default) in _LITERALS and default == default  # not NaN
+            params.append(f"{field}={default!r}" if literal else f"{field}=...")
+    return f"{name}({', '.join(params)})\n--\n\n"
 
 
 def _rebind_class_cell(function, old, new):

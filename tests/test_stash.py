@@ -205,6 +205,14 @@ def test_repr():
     assert repr(CompactRow(1, "a", True)) == "CompactRow(uid=1, name='a', active=True, score=0.5)"
 
 
+def test_signature():
+    import inspect
+
+    assert str(inspect.signature(Row)) == "(name, age, is_single=True)"
+    assert str(inspect.signature(CompactRow)) == "(uid, name, active, score=0.5)"
+    assert Row.__doc__ is None
+
+
 def test_init_positional_and_keyword_with_defaults():
     assert Row("a", 1) == Row(name="a", age=1, is_single=True)
     assert Row("a", age=2, is_single=False).age == 2
