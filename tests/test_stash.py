@@ -583,3 +583,40 @@ def test_marked_line_returning_100_000_records_hits_on_the_second_run(scripts):
     assert first == ["building", "100000 Item True Item(sku='sku299', count=99999, in_stock=True)", "True"]
     second = scripts.run().stdout.splitlines()
     assert second == first[1:]  # build() did not run, the loaded records are equal
+
+
+# ---- classes around Stash classes ------------------------------------------------
+
+def test_plain_subclass_of_a_stash_class_works_and_pickles_its_dict():
+    class Sub(Row):
+        def double(self):
+            return self.age * 2
+
+    sub = Sub("a", 2)
+    sub.note = "extra"
+    assert (sub.double(), repr(sub)) == (4, f"{Sub.__qualname__}(name='a', age=2, is_single=True)")
+    Sub.__qualname__ = "Sub"  # pickle finds it by module and qualified name
+    globals()["Sub"] = Sub
+    try:
+        back = pickle.loads(pickle.dumps(sub))
+    finally:
+        del globals()["Sub"]
+    assert type(back) is Sub and back == sub and back.note == "extra"
+
+
+def test_conserved_methods_of_a_plain_base_are_kept():
+    class Mixin:
+        @conserve
+        def shout(self):
+            return self.word.upper()
+
+        def whisper(self):
+            return self.word.lower()
+
+    @Stash
+    class Word(Mixin):
+        word: str
+
+    assert Word("Hey").shout() == "HEY"
+    assert not hasattr(Word, "whisper")
+    assert Mixin not in Word.__mro__  # no __dict__ comes with it
