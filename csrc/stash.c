@@ -615,6 +615,31 @@ stash_setattro_frozen(PyObject *self, PyObject *name, PyObject *value)
     return PyObject_GenericSetAttr(self, name, value);
 }
 
+/* compact=True, not frozen: an unboxed field set after construction takes
+ * the same checks and messages as the constructor (a member descriptor's
+ * own name neither the field nor the class), and cannot be deleted. */
+static int
+stash_setattro_compact(PyObject *self, PyObject *name, PyObject *value)
+{
+    PyTypeObject *rt = record_type(Py_TYPE(self));
+    PyObject *layout = layout_of(rt);
+    Py_ssize_t i;
+    if (layout == NULL)
+        return -1;
+    i = name_index(PyTuple_GET_ITEM(layout, 0), name);
+    if (i == -2)
+        return -1;
+    if (i >= 0 && rt->tp_members[i].type != Py_T_OBJECT_EX) {
+        if (value == NULL) {
+            PyErr_Format(PyExc_AttributeError, "cannot delete compact field '%U' of a %U record",
+                         name, QUALNAME(Py_TYPE(self)));
+            return -1;
+        }
+        return field_put(self, &rt->tp_members[i], value);
+    }
+    return PyObject_GenericSetAttr(self, name, value);
+}
+
 /* Pickled by reference to the class, the fields as a tuple:
  * (cls, (v1, v2, ...)), plus the __dict__ of a class derived in Python. */
 static PyObject *
@@ -727,6 +752,15 @@ check_base(PyObject *base, PyObject *fields, PyObject *kinds)
         }
     }
     return nbase;
+}
+
+static int
+has_compact(const PyMemberDef *members)
+{
+    for (const PyMemberDef *m = members; is_field(m); m++)
+        if (m->type != Py_T_OBJECT_EX)
+            return 1;
+    return 0;
 }
 
 static Py_ssize_t
@@ -859,6 +893,8 @@ stash_py_type(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
                                                                    : (void *)PyObject_HashNotImplemented};
     if (flags & STASH_FREEZE)
         slots[k++] = (PyType_Slot){Py_tp_setattro, (void *)stash_setattro_frozen};
+    else if (has_compact(members))
+        slots[k++] = (PyType_Slot){Py_tp_setattro, (void *)stash_setattro_compact};
     if (flags & STASH_GC) {
         slots[k++] = (PyType_Slot){Py_tp_traverse, (void *)stash_traverse};
         slots[k++] = (PyType_Slot){Py_tp_clear, (void *)stash_clear};

@@ -414,6 +414,24 @@ def test_compact_values_that_do_not_fit_are_refused(args, error, message):
         CompactRow(*args)
 
 
+@pytest.mark.parametrize("field, value, error, message", [
+    ("uid", 2**64, OverflowError, "CompactRow.uid is a compact int field.*does not fit in 64 bits"),
+    ("uid", "7", TypeError, "CompactRow.uid is a compact int field.*takes an int, not str"),
+    ("active", 0, TypeError, "CompactRow.active is a compact bool field.*takes a bool, not int"),
+    ("score", None, TypeError, "CompactRow.score is a compact float field.*not NoneType"),
+])
+def test_compact_assignment_is_checked_like_construction(field, value, error, message):
+    row = CompactRow(1, "a", True)
+    with pytest.raises(error, match=message):
+        setattr(row, field, value)
+    assert row == CompactRow(1, "a", True)
+    with pytest.raises(AttributeError, match=f"cannot delete compact field '{field}'"):
+        delattr(row, field)
+    row.name = "b"  # a reference field as usual
+    with pytest.raises(AttributeError, match="nothing"):
+        row.nothing = 1
+
+
 def test_compact_limits_are_kept():
     assert CompactRow(2**63 - 1, "a", True).uid == 2**63 - 1
     assert CompactRow(-2**63, "a", True).uid == -2**63
