@@ -189,6 +189,7 @@ class Metric:
     values: Dict[str, object] = field(default_factory=dict)
     note: str = ""
     ratio: bool = True    # print the "× 0.1.1" row under it
+    ratio_base: str = "devstash011"  # the column that row divides by
 
     def meets_goal(self) -> Optional[bool]:
         v = self.values.get("ours")
@@ -295,9 +296,9 @@ def render(table: Table, labels: Dict[str, str]) -> str:
             else:
                 cells.append(text)
         rows.append(cells)
-        base = m.values.get("devstash011")
+        base = m.values.get(m.ratio_base)
         if m.ratio and isinstance(base, (int, float)) and base and m.unit not in ("MiB",):
-            ratio = ["  × 0.1.1"]
+            ratio = ["  × " + ("0.1.1" if m.ratio_base == "devstash011" else labels.get(m.ratio_base, m.ratio_base))]
             for key in table.columns:
                 v = m.values.get(key)
                 r = fmt_ratio(v / base) if isinstance(v, (int, float)) else ""
@@ -345,6 +346,7 @@ def to_json(table: Table) -> dict:
                 "goal": list(m.goal) if m.goal else None,
                 "meets_goal": m.meets_goal(),
                 "expected_devstash011": m.expected_011,
+                "ratio_base": m.ratio_base,
                 "values": {k: (_round(v) if isinstance(v, float) else v) for k, v in m.values.items()},
                 "note": m.note,
             }

@@ -30,7 +30,7 @@ from _harness import BENCH_DIR, Context, System  # noqa: E402
 
 # In the order they run; each is the module bench_KEY.py.
 BENCHMARKS = ["hit", "startup", "scripts", "arrays", "entries", "concurrent", "effects", "rewrite",
-              "cli", "remote"]
+              "cli", "remote", "stash"]
 
 LABELS = {
     "ours": "ours",
@@ -47,6 +47,12 @@ LABELS = {
     "cachier": "cachier: Redis",
     "floor_redis": "floor: Redis GET",
     "floor_http": "floor: HTTP GET",
+    "recordclass": "recordclass",
+    "stash_memory": "stash-memory",
+    "slots": "__slots__",
+    "dataclass_slots": "dataclass(slots)",
+    "namedtuple": "namedtuple",
+    "regular": "regular class",
 }
 
 
@@ -114,7 +120,7 @@ def main(argv=None) -> int:
             "ours": versions(ours, ["devstash", "numpy"]),
             "devstash011": versions(d011, ["devstash", "numpy"]),
             "peers": versions(peers, ["joblib", "diskcache", "lmdb", "xxhash", "numpy", "cachier",
-                                      "redis"]),
+                                      "redis", "recordclass", "stash-memory", "pympler"]),
         },
     }
     print(f"devstash benchmarks{' (quick)' if args.quick else ''}: {meta['machine']['platform']}, "

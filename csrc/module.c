@@ -7,6 +7,7 @@
 #include "rewrite.h"
 #include "runtime.h"
 #include "scanner.h"
+#include "stash.h"
 #include "store.h"
 
 PyObject *ds_MarkerError = NULL;
@@ -34,6 +35,9 @@ static PyMethodDef core_methods[] = {
      "hash_call(callee, *args, **kwargs) -> bytes: 16-byte key of a call."},
     {"set_library_prefixes", keys_py_set_library_prefixes, METH_O,
      "set_library_prefixes(prefixes: tuple[str, ...]): folders whose functions are not the user's."},
+    {"stash_type", (PyCFunction)(void (*)(void))stash_py_type, METH_VARARGS | METH_KEYWORDS,
+     "stash_type(name, qualname, fields, kinds, defaults, flags, base, namespace) -> type: "
+     "a Stash record type (devstash/_stash.py decides its fields and options)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -59,6 +63,8 @@ core_exec(PyObject *module)
     if (PyModule_AddStringConstant(module, "RUNTIME_NAME", DS_RUNTIME_NAME) < 0)
         return -1;
     if (keys_module_init(module) < 0)
+        return -1;
+    if (stash_module_init(module) < 0)
         return -1;
     return 0;
 }

@@ -28,6 +28,8 @@ extern PyObject *ds_StoreError;    /* LMDB failure: "what: mdb_strerror(rc)" */
 #define Py_T_STRING T_STRING
 #define Py_T_LONGLONG T_LONGLONG
 #define Py_T_OBJECT_EX T_OBJECT_EX
+#define Py_T_BOOL T_BOOL
+#define Py_T_PYSSIZET T_PYSSIZET
 #define Py_READONLY READONLY
 
 /* 3.12 deprecates PyErr_Fetch, PyErr_Restore and PyErr_NormalizeException

@@ -14,9 +14,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from ._api import Entry
+    from ._stash import Stash, conserve
 
 __version__ = "0.2.0"
-__all__ = ["activate", "cache", "entries", "__version__"]
+__all__ = ["activate", "cache", "entries", "Stash", "conserve", "__version__"]
 
 
 def activate() -> None:
@@ -49,6 +50,17 @@ def entries(cache_dir: "str | None" = None) -> "Iterator[Entry]":
     from ._api import entries as list_entries
 
     return list_entries(cache_dir)
+
+
+def __getattr__(name: str):
+    """``Stash`` and ``conserve`` (devstash/_stash.py), imported on first use."""
+    if name in ("Stash", "conserve"):
+        from . import _stash
+
+        value = getattr(_stash, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'devstash' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython: object) -> None:

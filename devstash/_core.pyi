@@ -130,3 +130,14 @@ class Runtime:
     def key_expr(self, site: int, values: tuple[Any, ...], /) -> bytes | None: ...
     def load(self, site: int, key: bytes, /) -> tuple[bool, Any]: ...
     def save(self, site: int, key: bytes, value: Any, seconds: float, callee: Any = None, /) -> bool: ...
+
+# stash.c
+def stash_type(name: str, qualname: str, fields: tuple[str, ...], kinds: tuple[int, ...],
+               defaults: dict[str, Any], flags: int, base: type | None,
+               namespace: dict[str, Any], signature: str | None = None) -> type:
+    """A Stash record type (devstash/_stash.py decides its fields and options).
+
+    fields: every field, the base's first; kinds: 0 a reference, 1 an int64,
+    2 a double, 3 a bool (compact=True); flags: 1 freeze, 2 weakref, 4 gc;
+    namespace: attributes set on the new class (__module__ required);
+    signature: "Name(a, b=1)\n--\n\n", the class's __text_signature__."""
