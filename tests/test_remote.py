@@ -41,6 +41,7 @@ def big_again(n):
 a = work(1)  # @devstash
 arr = big(int(os.environ.get("BIG", "10")))  # @devstash
 arr2 = big_again(int(os.environ.get("BIG", "10")))  # @devstash
+arr[-1] = arr2[0] = 7.0   # a hit's arrays are writable, as computed ones
 print("result", a["x"], a["by"], float(arr.sum()), float(arr2.sum()))
 """
 
