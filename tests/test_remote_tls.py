@@ -38,7 +38,9 @@ def test_machine_b_hits_what_a_computed(tmp_path, secured_server):
     assert second.stderr.count("(from the remote cache") == 3 and warnings_of(second) == []
     status = b.cli("remote", "status")
     assert "reachable  yes" in status.stdout and "entries    3" in status.stdout
-    for proc in (first, second, status):
+    listing = b.cli("list", "--remote")
+    assert "__main__.work" in listing.stdout and "3 entries on" in listing.stdout
+    for proc in (first, second, status, listing):
         shows_no_password(proc)
 
 
