@@ -663,6 +663,14 @@ stash_reduce(PyObject *self, PyObject *Py_UNUSED(ignored))
     return result;
 }
 
+/* __reduce_ex__(protocol): the same for every protocol, found by pickle
+ * and copy without object.__reduce_ex__'s lookups of __reduce__. */
+static PyObject *
+stash_reduce_ex(PyObject *self, PyObject *Py_UNUSED(protocol))
+{
+    return stash_reduce(self, NULL);
+}
+
 /* copy.replace(record, **changes) (3.13) and record.__replace__(**changes). */
 static PyObject *
 stash_replace(PyObject *self, PyObject *args, PyObject *kwargs)
@@ -697,6 +705,7 @@ stash_replace(PyObject *self, PyObject *args, PyObject *kwargs)
 
 static PyMethodDef stash_methods[] = {
     {"__reduce__", stash_reduce, METH_NOARGS, "(cls, fields): pickles by reference to the class."},
+    {"__reduce_ex__", stash_reduce_ex, METH_O, "__reduce__() for every protocol."},
     {"__replace__", (PyCFunction)(void (*)(void))stash_replace, METH_VARARGS | METH_KEYWORDS,
      "A copy with some fields changed (copy.replace)."},
     {NULL, NULL, 0, NULL},
