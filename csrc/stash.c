@@ -63,17 +63,32 @@ field_count(PyTypeObject *rt)
     return n;
 }
 
-/* Borrowed: the (names, defaults) tuple of a record type. */
+/* Borrowed: the (names, defaults) tuple of a record type, checked: it is a
+ * class attribute, which Python code could replace. */
 static PyObject *
 layout_of(PyTypeObject *rt)
 {
-    PyObject *layout = PyDict_GetItemWithError(rt->tp_dict, str_layout);
+    PyObject *layout = PyDict_GetItemWithError(rt->tp_dict, str_layout), *names, *defaults;
+    Py_ssize_t n = field_count(rt);
     if (layout == NULL) {
         if (!PyErr_Occurred())
             PyErr_Format(PyExc_TypeError, "%U has lost its __stash_layout__", QUALNAME(rt));
         return NULL;
     }
+    if (!PyTuple_CheckExact(layout) || PyTuple_GET_SIZE(layout) != 2)
+        goto damaged;
+    names = PyTuple_GET_ITEM(layout, 0);
+    defaults = PyTuple_GET_ITEM(layout, 1);
+    if (!PyTuple_CheckExact(names) || !PyTuple_CheckExact(defaults) || PyTuple_GET_SIZE(names) != n ||
+        PyTuple_GET_SIZE(defaults) != n)
+        goto damaged;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(names, i)))
+            goto damaged;
     return layout;
+damaged:
+    PyErr_Format(PyExc_TypeError, "%U.__stash_layout__ has been replaced", QUALNAME(rt));
+    return NULL;
 }
 
 /* Index of the field called name, -1 if none, -2 with an exception set. */
