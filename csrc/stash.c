@@ -610,16 +610,24 @@ stash_hash(PyObject *self)
     return (Py_hash_t)acc;
 }
 
+/* The index of the field of self's record type called name: -1 if none,
+ * -2 with an exception set. */
+static Py_ssize_t
+field_named(PyObject *self, PyObject *name, PyTypeObject **rt)
+{
+    PyObject *layout;
+    *rt = record_type(Py_TYPE(self));
+    if ((layout = layout_of(*rt)) == NULL)
+        return -2;
+    return name_index(PyTuple_GET_ITEM(layout, 0), name);
+}
+
 /* freeze=True: fields cannot be set or deleted after construction. */
 static int
 stash_setattro_frozen(PyObject *self, PyObject *name, PyObject *value)
 {
-    PyTypeObject *rt = record_type(Py_TYPE(self));
-    PyObject *layout = layout_of(rt);
-    Py_ssize_t i;
-    if (layout == NULL)
-        return -1;
-    i = name_index(PyTuple_GET_ITEM(layout, 0), name);
+    PyTypeObject *rt;
+    Py_ssize_t i = field_named(self, name, &rt);
     if (i == -2)
         return -1;
     if (i >= 0) {
@@ -636,12 +644,8 @@ stash_setattro_frozen(PyObject *self, PyObject *name, PyObject *value)
 static int
 stash_setattro_compact(PyObject *self, PyObject *name, PyObject *value)
 {
-    PyTypeObject *rt = record_type(Py_TYPE(self));
-    PyObject *layout = layout_of(rt);
-    Py_ssize_t i;
-    if (layout == NULL)
-        return -1;
-    i = name_index(PyTuple_GET_ITEM(layout, 0), name);
+    PyTypeObject *rt;
+    Py_ssize_t i = field_named(self, name, &rt);
     if (i == -2)
         return -1;
     if (i >= 0 && rt->tp_members[i].type != Py_T_OBJECT_EX) {
