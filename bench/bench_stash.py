@@ -11,7 +11,9 @@ stash-memory from the peers venv, the rest with ours) that defines
 * attribute read: `o.uid; o.name; o.active` unrolled, timeit, per read;
 * construction: `R(uid, name, active)` positional, timeit, per call;
 * pickle bytes per record of the 100,000 in a list (protocol 5);
-timings as the median of 9 repeats, with their spread (min–max).
+timings as the median of 9 repeats in each of 3 rounds over all the systems
+(their order reversed every other round: the machine drifts), with their
+spread (min–max).
 Ours is measured plain and with compact=True (the "compact" rows).
 
 Round trip: `records = build(1_000_000)  # @devstash` in a script run twice
@@ -203,14 +205,40 @@ def round_trip(ctx, key) -> float:
     return median(totals)
 
 
-def measure(ctx, key):
-    d = child(ctx, key, key)
+def measure_rounds(ctx) -> dict:
+    """Every variant's child, in rounds that alternate their order (the
+    machine drifts); per variant the first run's sizes and the timings of
+    all rounds pooled, or the Failed that stopped it."""
+    variants = [(key, key) for key in COLUMNS] + [("ours", "ours_compact")]
+    runs = {variant: [] for _, variant in variants}
+    for number in range(1 if ctx.quick else 3):
+        for key, variant in (variants if number % 2 == 0 else variants[::-1]):
+            if isinstance(runs[variant], Exception):
+                continue
+            try:
+                runs[variant].append(child(ctx, key, variant))
+            except Failed as exc:
+                runs[variant] = exc
+    pooled = {}
+    for variant, got in runs.items():
+        if isinstance(got, Exception):
+            pooled[variant] = got
+            continue
+        pooled[variant] = dict(got[0], read=sorted(t for d in got for t in d["read"]),
+                               construct=sorted(t for d in got for t in d["construct"]))
+    return pooled
+
+
+def measure(ctx, key, pooled):
+    d = pooled[key]
+    if isinstance(d, Exception):
+        raise d
     out = {SIZE: d["getsizeof"], TRACED: d["traced"], READ: median(d["read"]),
            CONSTRUCT: median(d["construct"]), PICKLE: d["pickle"],
            SEED_TOTAL: d["seed_total"], SEED_AVG: d["seed_avg"], SEED_SIZE: d["getsizeof"],
            SEED_DEEP: d["seed_deep"], "_read_ns": d["read"], "_construct_ns": d["construct"]}
-    if key == "ours":
-        c = child(ctx, key, "ours_compact")
+    c = pooled["ours_compact"]
+    if key == "ours" and not isinstance(c, Exception):
         out.update({SIZE_C: c["getsizeof"], TRACED_C: c["traced"], READ_C: median(c["read"]),
                     CONSTRUCT_C: median(c["construct"]), "_compact_read_ns": c["read"],
                     "_compact_construct_ns": c["construct"]})
@@ -242,10 +270,12 @@ def run(ctx) -> Table:
         Metric(SEED_AVG, "B", ratio_base="regular"),
         Metric(SEED_SIZE, "B", ratio_base="regular"),
         Metric(SEED_DEEP, "B", ratio_base="regular"),
-    ], notes=["× X: the figure over that column's (the anchor of each goal); timings: median of 9 repeats",
+    ], notes=["× X: the figure over that column's (the anchor of each goal); timings: median of 9 repeats "
+              "in each of 3 rounds of the systems (1 in quick mode), their order reversed every other round",
               "round trip: store (the line's time minus build()) plus load on a hit, median of 3 pairs of "
               "runs; recordclass and stash-memory live in the peers venv, which has no devstash: n/a"])
-    measure_columns(ctx, table, measure)
+    pooled = measure_rounds(ctx)
+    measure_columns(ctx, table, lambda ctx, key: measure(ctx, key, pooled))
     by_name = {m.name: m for m in table.metrics}
     # goals relative to the anchors, measured in the same run
     for name, anchor in ((TRACED, "recordclass"), (READ, "slots"), (CONSTRUCT, "recordclass"),

@@ -63,17 +63,32 @@ field_count(PyTypeObject *rt)
     return n;
 }
 
-/* Borrowed: the (names, defaults) tuple of a record type. */
+/* Borrowed: the (names, defaults) tuple of a record type, checked: it is a
+ * class attribute, which Python code could replace. */
 static PyObject *
 layout_of(PyTypeObject *rt)
 {
-    PyObject *layout = PyDict_GetItemWithError(rt->tp_dict, str_layout);
+    PyObject *layout = PyDict_GetItemWithError(rt->tp_dict, str_layout), *names, *defaults;
+    Py_ssize_t n = field_count(rt);
     if (layout == NULL) {
         if (!PyErr_Occurred())
             PyErr_Format(PyExc_TypeError, "%U has lost its __stash_layout__", QUALNAME(rt));
         return NULL;
     }
+    if (!PyTuple_CheckExact(layout) || PyTuple_GET_SIZE(layout) != 2)
+        goto damaged;
+    names = PyTuple_GET_ITEM(layout, 0);
+    defaults = PyTuple_GET_ITEM(layout, 1);
+    if (!PyTuple_CheckExact(names) || !PyTuple_CheckExact(defaults) || PyTuple_GET_SIZE(names) != n ||
+        PyTuple_GET_SIZE(defaults) != n)
+        goto damaged;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(names, i)))
+            goto damaged;
     return layout;
+damaged:
+    PyErr_Format(PyExc_TypeError, "%U.__stash_layout__ has been replaced", QUALNAME(rt));
+    return NULL;
 }
 
 /* Index of the field called name, -1 if none, -2 with an exception set. */
@@ -595,16 +610,24 @@ stash_hash(PyObject *self)
     return (Py_hash_t)acc;
 }
 
+/* The index of the field of self's record type called name: -1 if none,
+ * -2 with an exception set. */
+static Py_ssize_t
+field_named(PyObject *self, PyObject *name, PyTypeObject **rt)
+{
+    PyObject *layout;
+    *rt = record_type(Py_TYPE(self));
+    if ((layout = layout_of(*rt)) == NULL)
+        return -2;
+    return name_index(PyTuple_GET_ITEM(layout, 0), name);
+}
+
 /* freeze=True: fields cannot be set or deleted after construction. */
 static int
 stash_setattro_frozen(PyObject *self, PyObject *name, PyObject *value)
 {
-    PyTypeObject *rt = record_type(Py_TYPE(self));
-    PyObject *layout = layout_of(rt);
-    Py_ssize_t i;
-    if (layout == NULL)
-        return -1;
-    i = name_index(PyTuple_GET_ITEM(layout, 0), name);
+    PyTypeObject *rt;
+    Py_ssize_t i = field_named(self, name, &rt);
     if (i == -2)
         return -1;
     if (i >= 0) {
@@ -621,12 +644,8 @@ stash_setattro_frozen(PyObject *self, PyObject *name, PyObject *value)
 static int
 stash_setattro_compact(PyObject *self, PyObject *name, PyObject *value)
 {
-    PyTypeObject *rt = record_type(Py_TYPE(self));
-    PyObject *layout = layout_of(rt);
-    Py_ssize_t i;
-    if (layout == NULL)
-        return -1;
-    i = name_index(PyTuple_GET_ITEM(layout, 0), name);
+    PyTypeObject *rt;
+    Py_ssize_t i = field_named(self, name, &rt);
     if (i == -2)
         return -1;
     if (i >= 0 && rt->tp_members[i].type != Py_T_OBJECT_EX) {
@@ -663,6 +682,14 @@ stash_reduce(PyObject *self, PyObject *Py_UNUSED(ignored))
     return result;
 }
 
+/* __reduce_ex__(protocol): the same for every protocol, found by pickle
+ * and copy without object.__reduce_ex__'s lookups of __reduce__. */
+static PyObject *
+stash_reduce_ex(PyObject *self, PyObject *Py_UNUSED(protocol))
+{
+    return stash_reduce(self, NULL);
+}
+
 /* copy.replace(record, **changes) (3.13) and record.__replace__(**changes). */
 static PyObject *
 stash_replace(PyObject *self, PyObject *args, PyObject *kwargs)
@@ -697,6 +724,7 @@ stash_replace(PyObject *self, PyObject *args, PyObject *kwargs)
 
 static PyMethodDef stash_methods[] = {
     {"__reduce__", stash_reduce, METH_NOARGS, "(cls, fields): pickles by reference to the class."},
+    {"__reduce_ex__", stash_reduce_ex, METH_O, "__reduce__() for every protocol."},
     {"__replace__", (PyCFunction)(void (*)(void))stash_replace, METH_VARARGS | METH_KEYWORDS,
      "A copy with some fields changed (copy.replace)."},
     {NULL, NULL, 0, NULL},

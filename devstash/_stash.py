@@ -103,7 +103,7 @@ def _record_base(cls):
 
 def _annotations(cls) -> dict:
     own = cls.__dict__.get("__annotations__")
-    if own is None and "__annotate__" in cls.__dict__:  # 3.14: lazy annotations
+    if own is None and sys.version_info >= (3, 14):  # PEP 649: evaluated on demand
         import annotationlib
 
         own = annotationlib.get_annotations(cls, format=annotationlib.Format.FORWARDREF)

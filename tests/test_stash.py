@@ -308,6 +308,7 @@ def test_pickle_round_trip_by_reference_to_the_class(record):
         assert type(back) is type(record)
         assert back == record
     assert record.__reduce__() == (type(record), tuple(getattr(record, f) for f in record.__stash_fields__))
+    assert record.__reduce_ex__(5) == record.__reduce__()
 
 
 def test_pickle_is_compact():
@@ -638,3 +639,21 @@ def test_conserved_methods_of_a_plain_base_are_kept():
     assert Word("Hey").shout() == "HEY"
     assert not hasattr(Word, "whisper")
     assert Mixin not in Word.__mro__  # no __dict__ comes with it
+
+
+def test_a_replaced_layout_is_refused_not_trusted():
+    @Stash(freeze=True)
+    class Point:
+        x: int
+        y: int = 0
+
+    for bad in (5, (1, 2), ((1, 2), (0, 0)), (("x",), ())):
+        Point.__stash_layout__ = bad
+        assert Point(1, 2) == Point(1, 2)  # all positional: the layout is not read
+        with pytest.raises(TypeError, match="__stash_layout__ has been replaced"):
+            Point(1)
+        with pytest.raises(TypeError, match="__stash_layout__ has been replaced"):
+            Point(1, 2).x = 3
+    del Point.__stash_layout__
+    with pytest.raises(TypeError, match="lost its __stash_layout__"):
+        Point(x=1)
