@@ -135,6 +135,48 @@ field_get(PyObject *self, const PyMemberDef *m)
     }
 }
 
+/* Interning a str looks it up in CPython's table of interned strings, which
+ * costs as much as the rest of a construction. Records are mostly built
+ * from the same few str objects over and over (a label in a variable, the
+ * values of a column read once), so the result for each of the last few
+ * str objects is remembered by address. An entry holds a reference to its
+ * source str, so no other object can take that address while it is cached;
+ * a str never changes, so the result stays right. Only short str objects
+ * (those interned) are cached. */
+#if STASH_INTERN
+#define INTERN_CACHE_SIZE 64
+static struct {
+    PyObject *source, *result;
+} intern_cache[INTERN_CACHE_SIZE];
+
+/* New reference: the str to store for s (a str not interned): the interned
+ * equal str when s is short enough, else s itself. Never fails: a str that
+ * cannot be interned is stored as it is. */
+static PyObject *
+interned(PyObject *s)
+{
+    size_t slot = ((uintptr_t)s >> 4) % INTERN_CACHE_SIZE;
+    if (intern_cache[slot].source == s)
+        return Py_NewRef(intern_cache[slot].result);
+    PyObject *result = Py_NewRef(s);
+#if PY_VERSION_HEX < 0x030C0000
+    if (!PyUnicode_IS_READY(s))     /* made by a legacy API: kept as it is */
+        return result;
+#endif
+    if (PyUnicode_GET_LENGTH(s) > STASH_INTERN_MAX)
+        return result;              /* and not cached: it could be large */
+    PyUnicode_InternInPlace(&result);
+    PyObject *old_source = intern_cache[slot].source, *old_result = intern_cache[slot].result;
+    intern_cache[slot].source = Py_NewRef(s);
+    intern_cache[slot].result = Py_NewRef(result);
+    Py_XDECREF(old_source);
+    Py_XDECREF(old_result);
+    return result;
+}
+#else
+#define interned(s) Py_NewRef(s)
+#endif
+
 /* Stores value in the field: a reference (a short str interned), or the
  * unboxed value of a compact field, refused with TypeError or OverflowError
  * when it is not one. 0, or -1 with an exception set. */
@@ -178,16 +220,10 @@ field_put(PyObject *self, const PyMemberDef *m, PyObject *value)
     default: {
         PyObject **slot = (PyObject **)p;
         PyObject *old = *slot;
-        Py_INCREF(value);
-        if (STASH_INTERN && PyUnicode_CheckExact(value) && !PyUnicode_CHECK_INTERNED(value)) {
-            Py_ssize_t len = PyUnicode_GetLength(value);
-            if (len < 0) {
-                Py_DECREF(value);
-                return -1;
-            }
-            if (len <= STASH_INTERN_MAX)
-                PyUnicode_InternInPlace(&value);
-        }
+        if (STASH_INTERN && PyUnicode_CheckExact(value) && !PyUnicode_CHECK_INTERNED(value))
+            value = interned(value);
+        else
+            Py_INCREF(value);
         *slot = value;
         Py_XDECREF(old);
         return 0;

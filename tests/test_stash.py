@@ -139,6 +139,25 @@ def test_string_values_are_interned():
     assert Row(long_text).city is long_text  # long text is kept as given
 
 
+@pytest.mark.skipif(sys.version_info[:2] == (3, 12), reason="3.12 makes interned strs immortal: not interned")
+def test_interning_stays_right_as_strs_come_and_go():
+    # stash.c remembers the last interned result of a few str objects by
+    # address: many strs, freed and made again (new objects at reused
+    # addresses), must each still get their own value, interned.
+    @Stash
+    class Row:
+        city: str
+
+    for round_ in range(3):
+        for k in range(500):
+            text = "".join(["city-", str(k), "-", str(round_)])
+            row = Row(text)
+            assert row.city == text
+            assert row.city is sys.intern(text)
+            assert Row(text).city is row.city
+            del text, row
+
+
 def test_string_values_are_kept_as_given_on_3_12():
     @Stash
     class Row:
