@@ -75,6 +75,21 @@ name_failed_input(const char *what, Py_ssize_t index, PyObject *name)
     Py_XDECREF(value);
 }
 
+/* One argument of the call as a part of its own (see part_begin): its
+ * value and, when files count, the file it names. -1 with the part
+ * dropped, for the caller to say which argument failed. */
+static int
+feed_argument(ds_hasher *h, PyObject *value, const ds_call_options *o)
+{
+    if (part_begin(h) < 0)
+        return -1;
+    if (feed_direct(h, value) < 0 || (o->with_files && feed_path_identity(h, value) < 0)) {
+        part_abort(h);
+        return -1;
+    }
+    return 0;
+}
+
 /* The paths among the receiver's direct attributes (loader.file_path):
  * their files count. Objects with many attributes are left alone. */
 static int
@@ -293,11 +308,7 @@ feed_keywords(ds_hasher *h, PyObject *const *values, PyObject *kwnames,
             Sink_u8(h->sink, KT_IGNORED);
             continue;
         }
-        if (part_begin(h) < 0)
-            goto error;
-        if (feed_direct(h, values[k]) < 0
-            || (o->with_files && feed_path_identity(h, values[k]) < 0)) {
-            part_abort(h);
+        if (feed_argument(h, values[k], o) < 0) {
             name_failed_input("keyword argument", -1, name);
             goto error;
         }
@@ -333,11 +344,7 @@ keys_update_call(ds_hasher *h, PyObject *callee, PyObject *const *args, Py_ssize
             Sink_u8(h->sink, KT_IGNORED);
             continue;
         }
-        if (part_begin(h) < 0)
-            goto error;
-        if (feed_direct(h, args[i]) < 0
-            || (o->with_files && feed_path_identity(h, args[i]) < 0)) {
-            part_abort(h);
+        if (feed_argument(h, args[i], o) < 0) {
             if (code != NULL && name == NULL && !error_is_fatal()) {
                 PyObject *exc = PyErr_GetRaisedException();
                 name = param_name(code, i + skip, &varnames);
